@@ -1,0 +1,161 @@
+"""One emulated Luna Network HSM 7 (model A790): state, SSH shell and management API together.
+
+Several appliances can run in one event loop, each on its own loopback address; an
+appliance keeps no global state and its state directory is its only storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .management import ManagementServer, create_management_app
+from .product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
+from .ssh_server import LunaSshService
+from .state import ApplianceState
+
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(kw_only=True)
+class ApplianceConfig:
+    """Where and as whom one appliance runs. Port 0 picks a free port."""
+
+    serial: str
+    state_dir: Path
+    address: str = "127.0.0.1"
+    ssh_port: int = 0
+    mgmt_port: int = 0
+    mgmt_token: str
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        if not _SERIAL.fullmatch(self.serial):
+            raise ValueError(f"invalid appliance serial {self.serial!r}")
+        try:
+            loopback = ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                f"appliance address {self.address!r} is not a loopback address (127.0.0.0/8 or ::1)"
+            )
+        for name in ("ssh_port", "mgmt_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be 0..65535")
+        if not self.mgmt_token:
+            raise ValueError("mgmt_token must not be empty")
+
+
+class LunaAppliance:
+    """An emulated Luna appliance. ``await start()``, use it, ``await stop()``; restartable."""
+
+    def __init__(self, config: ApplianceConfig) -> None:
+        self.config = config
+        self._state: ApplianceState | None = None
+        self._ssh: LunaSshService | None = None
+        self._mgmt: ManagementServer | None = None
+        self._ssh_port: int | None = None
+        self._mgmt_port: int | None = None
+        self._reset_lock: asyncio.Lock | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._state is not None
+
+    async def start(self) -> None:
+        """Open the state and serve SSH and management on the configured address."""
+        if self._state is not None:
+            raise RuntimeError(f"appliance {self.config.serial} is already running")
+        cfg = self.config
+        state = await asyncio.to_thread(ApplianceState.open, cfg.state_dir, cfg.serial)
+        ssh = LunaSshService(state)
+        mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token))
+        self._state, self._reset_lock = state, asyncio.Lock()
+        try:
+            self._ssh_port = await ssh.start(cfg.address, cfg.ssh_port)
+            self._ssh = ssh
+            self._mgmt_port = await mgmt.start(cfg.address, cfg.mgmt_port)
+            self._mgmt = mgmt
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close the listeners and every session; the state stays on disk. Idempotent."""
+        try:
+            if self._mgmt is not None:
+                await self._mgmt.stop()
+            if self._ssh is not None:
+                await self._ssh.stop()
+        finally:
+            if self._state is not None:
+                self._state.close()
+            self._state = self._ssh = self._mgmt = None
+            self._ssh_port = self._mgmt_port = None
+
+    @property
+    def state(self) -> ApplianceState:
+        if self._state is None:
+            raise RuntimeError(f"appliance {self.config.serial} is not running")
+        return self._state
+
+    @property
+    def ssh_port(self) -> int:
+        if self._ssh_port is None:
+            raise RuntimeError(f"appliance {self.config.serial} is not running")
+        return self._ssh_port
+
+    @property
+    def mgmt_port(self) -> int:
+        if self._mgmt_port is None:
+            raise RuntimeError(f"appliance {self.config.serial} is not running")
+        return self._mgmt_port
+
+    # -- what the provider sees (through the management API) -----------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Health telemetry; with monitoring disabled only identity and zeroized state."""
+        device = self.state.device()
+        hsm = self.state.hsm()
+        health: dict[str, Any] = {
+            "serial": device.serial,
+            "model": MODEL,
+            "firmware": FIRMWARE_VERSION,
+            "software": SOFTWARE_VERSION,
+            "zeroized": hsm.zeroized,
+        }
+        if not device.monitoring:
+            health["monitoring"] = False
+            return health
+        health.update(
+            initialized=hsm.initialized,
+            partitions=len(self.state.partitions()),
+            monitoring=True,
+            admin_password_changed=not device.admin_must_change,
+        )
+        return health
+
+    async def provider_reset(self) -> None:
+        """Factory reset: tenant sessions cut, all tenant state erased, new SSH host key."""
+        assert self._reset_lock is not None and self._ssh is not None
+        async with self._reset_lock:
+            # Cut sessions first so no half-run tenant command can write after the reset.
+            await self._ssh.end_sessions()
+            host_key = self.state.factory_reset()
+            self._ssh.use_host_key(host_key)
+            await self._ssh.end_sessions()
+
+    async def pristine_findings(self) -> list[str]:
+        """Every trace of a tenant still on the device; empty when it is pristine."""
+        findings = self.state.tenant_state_findings()
+        sessions = self._ssh.logged_in_sessions() if self._ssh is not None else 0
+        if sessions:
+            findings.append(f"{sessions} logged-in SSH session{'s' if sessions != 1 else ''} open")
+        return findings

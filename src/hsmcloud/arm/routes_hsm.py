@@ -1,0 +1,249 @@
+"""Microsoft.HardwareSecurityModules/dedicatedHSMs on the ARM surface."""
+from __future__ import annotations
+
+import json
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from hsmcloud import resource_ids as ids
+from hsmcloud.arm import render
+from hsmcloud.arm.api_versions import require_api_version
+from hsmcloud.arm.auth import for_subscription, principal_of
+from hsmcloud.arm.paging import page
+from hsmcloud.controlplane.operations import get_operation, operation_json
+from hsmcloud.controlplane.skus import SKUS
+from hsmcloud.errors import InvalidRequest, ServiceUnavailable
+from hsmcloud.store.models import Device
+
+NS = "Microsoft.HardwareSecurityModules"
+RG_PATH = "/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.HardwareSecurityModules"
+router = APIRouter()
+
+
+def services(request: Request):
+    return request.app.state.services
+
+
+def api_version(request: Request) -> str:
+    return require_api_version(request.query_params.get("api-version"), NS)
+
+
+async def json_body(request: Request) -> object:
+    raw = await request.body()
+    if not raw:
+        raise InvalidRequest("The request body is empty; send the resource as JSON.", code="InvalidRequestContent")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="InvalidRequestContent") from None
+
+
+def render_hsm(svc, s, h, version: str) -> dict:
+    return render.hsm(h, nics=svc.hsms.nics_of(s, h), stamp=svc.hsms.stamp_name(s, h), api_version=version)
+
+
+@router.put(RG_PATH + "/dedicatedHSMs/{name}")
+async def create_or_update(request: Request, subscription_id: str, rg: str, name: str):
+    version = api_version(request)
+    principal, sub = for_subscription(request, subscription_id)
+    body = await json_body(request)
+    svc = services(request)
+
+    def work():
+        with svc.store.session() as s:
+            h, _created = svc.hsms.create_or_update(s, principal, sub, rg, name, body, version)
+            return render_hsm(svc, s, h, version)
+
+    from starlette.concurrency import run_in_threadpool
+    out = await run_in_threadpool(work)
+    svc.lifecycle.wake()
+    return JSONResponse(out, status_code=200)
+
+
+@router.get(RG_PATH + "/dedicatedHSMs/{name}")
+def get(request: Request, subscription_id: str, rg: str, name: str):
+    version = api_version(request)
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        return render_hsm(svc, s, svc.hsms.get(s, sub, rg, name), version)
+
+
+@router.patch(RG_PATH + "/dedicatedHSMs/{name}")
+async def update(request: Request, subscription_id: str, rg: str, name: str):
+    version = api_version(request)
+    principal, sub = for_subscription(request, subscription_id)
+    body = await json_body(request)
+    svc = services(request)
+
+    def work():
+        with svc.store.session() as s:
+            return render_hsm(svc, s, svc.hsms.update_tags(s, principal, sub, rg, name, body), version)
+
+    from starlette.concurrency import run_in_threadpool
+    return await run_in_threadpool(work)
+
+
+def device_reports(svc, serial: str | None) -> tuple[bool | None, bool | None]:
+    """(zeroized, released) as the device reports them; None where no device was handed over."""
+    if not serial:
+        return None, None
+    with svc.store.session() as s:
+        d = s.get(Device, serial)
+        kind, address, port, token = d.kind, d.loopback_address, d.mgmt_port, d.mgmt_token
+    if kind != "luna":
+        return None, None
+    if not port or not svc.host.is_running(serial):
+        raise ServiceUnavailable(f"The HSM's device {serial} is not running, so its zeroized state cannot be read. "
+                                 "Retry shortly; the provider has been alerted.", code="DeviceUnreachable")
+    try:
+        resp = httpx.get(f"http://{address}:{port}/health", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        resp.raise_for_status()
+    except httpx.HTTPError:
+        raise ServiceUnavailable(f"The HSM's device {serial} does not answer on its management interface. Retry "
+                                 "shortly; the provider has been alerted.", code="DeviceUnreachable") from None
+    return bool(resp.json().get("zeroized")), None
+
+
+def operation_location(request: Request, sub: str, location: str, op_id: str, version: str) -> str:
+    base = str(request.base_url).rstrip("/")
+    return (f"{base}/subscriptions/{sub}/providers/{NS}/locations/{location}/operationResults/{op_id}"
+            f"?api-version={version}")
+
+
+@router.delete(RG_PATH + "/dedicatedHSMs/{name}")
+def delete(request: Request, subscription_id: str, rg: str, name: str):
+    version = api_version(request)
+    principal, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        from hsmcloud.controlplane.hsms import validate_name
+        from hsmcloud.controlplane.scope import require_group
+
+        validate_name(name)
+        require_group(s, sub, rg)
+        h = svc.hsms.find(s, sub, rg, name)
+        if h is None:
+            return Response(status_code=204)
+        serial = h.device_serial if not h.force_delete else None
+    zeroized, released = device_reports(svc, serial)
+    with svc.store.session() as s:
+        h = svc.hsms.find(s, sub, rg, name)
+        if h is None:
+            return Response(status_code=204)
+        op = svc.hsms.begin_delete(s, principal, h, zeroized=zeroized, released=released)
+        loc = operation_location(request, sub, op.location, op.id, version)
+    svc.lifecycle.wake()
+    return Response(status_code=202, headers={"Location": loc, "Retry-After": str(svc.settings.retry_after_seconds)})
+
+
+@router.get(RG_PATH + "/dedicatedHSMs")
+def list_by_group(request: Request, subscription_id: str, rg: str):
+    version = api_version(request)
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        return page(request, svc.hsms.list(s, sub, rg), lambda h: render_hsm(svc, s, h, version))
+
+
+@router.get("/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/dedicatedHSMs")
+def list_by_subscription(request: Request, subscription_id: str):
+    version = api_version(request)
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        return page(request, svc.hsms.list(s, sub, None), lambda h: render_hsm(svc, s, h, version))
+
+
+@router.get(RG_PATH + "/dedicatedHSMs/{name}/outboundNetworkDependenciesEndpoints")
+def outbound_endpoints(request: Request, subscription_id: str, rg: str, name: str):
+    version = api_version(request)
+    if version == "2018-10-31-preview":
+        raise InvalidRequest("outboundNetworkDependenciesEndpoints needs api-version 2021-11-30 or later.",
+                             code="InvalidApiVersionParameter")
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        svc.hsms.get(s, sub, rg, name)
+    # A dedicated HSM needs no outbound endpoint: it talks only to the customer's virtual network.
+    return {"value": []}
+
+
+@router.get(RG_PATH + "/dedicatedHSMs/{name}/endpoints")
+def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: str):
+    """hsmcloud extension: where the HSM's virtual private IP is reachable on this machine."""
+    api_version(request)
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        h = svc.hsms.get(s, sub, rg, name)
+        if h.provisioning_state != "Succeeded" or not h.device_serial:
+            raise InvalidRequest(f"Dedicated HSM '{name}' is {h.provisioning_state}; its appliance has endpoints "
+                                 "once it is Succeeded.", code="HsmNotProvisioned")
+        d = s.get(Device, h.device_serial)
+        nics = svc.hsms.nics_of(s, h)
+        ports = {"ssh": d.ssh_port} if d.kind == "luna" and d.ssh_port else {}
+        return {"name": h.name, "sku": h.sku, "serial": d.serial, "kind": d.kind, "address": d.loopback_address,
+                "privateIpAddresses": [n.private_ip for n in nics], "ports": ports,
+                "emulated": d.kind == "luna"}
+
+
+@router.get("/providers/Microsoft.HardwareSecurityModules/operations")
+def provider_operations(request: Request):
+    version = api_version(request)
+    if version == "2018-10-31-preview":
+        raise InvalidRequest("The operations list needs api-version 2021-11-30 or later.",
+                             code="InvalidApiVersionParameter")
+    principal_of(request)
+    ops = [("read", "View DedicatedHsm", "View the properties of a DedicatedHsm"),
+           ("write", "Create or Update DedicatedHsm", "Create or update a DedicatedHsm"),
+           ("delete", "Delete DedicatedHsm", "Delete a DedicatedHsm"),
+           ]
+    value = [{"name": f"{NS}/dedicatedhsms/{verb}", "isDataAction": False, "origin": "system",
+              "display": {"provider": "Microsoft Hardware Security Modules", "resource": "DedicatedHsm",
+                          "operation": op, "description": desc}} for verb, op, desc in ops]
+    value.append({"name": f"{NS}/dedicatedhsms/outboundNetworkDependenciesEndpoints/read", "isDataAction": False,
+                  "origin": "system", "display": {"provider": "Microsoft Hardware Security Modules",
+                                                  "resource": "DedicatedHsm",
+                                                  "operation": "List outbound network dependencies",
+                                                  "description": "Lists the outbound endpoints of a DedicatedHsm"}})
+    value.append({"name": f"{NS}/locations/operationresults/read", "isDataAction": False, "origin": "system",
+                  "display": {"provider": "Microsoft Hardware Security Modules", "resource": "Operation results",
+                              "operation": "Read operation result",
+                              "description": "Reads the result of an asynchronous operation"}})
+    if version in ("2024-06-30-preview", "2025-03-31"):
+        for item in value:
+            item["actionType"] = "Internal"
+    return {"value": value}
+
+
+@router.get("/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/locations/{location}"
+            "/operationResults/{op_id}")
+def operation_result(request: Request, subscription_id: str, location: str, op_id: str):
+    version = api_version(request)
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        op = get_operation(s, sub, op_id)
+        status, error = op.status, op.error
+    if status == "InProgress":
+        return Response(status_code=202, headers={
+            "Location": operation_location(request, sub, location, op_id, version),
+            "Retry-After": str(svc.settings.retry_after_seconds)})
+    if status == "Failed":
+        err = error or {"code": "OperationFailed", "message": "The operation failed."}
+        return JSONResponse({"error": {"code": err.get("code"), "message": err.get("message"),
+                                       "details": err.get("details", [])}}, status_code=409)
+    return Response(status_code=200)
+
+
+@router.get("/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/locations/{location}"
+            "/operationStatuses/{op_id}")
+def operation_status(request: Request, subscription_id: str, location: str, op_id: str):
+    api_version(request)
+    _, sub = for_subscription(request, subscription_id)
+    svc = services(request)
+    with svc.store.session() as s:
+        return operation_json(get_operation(s, sub, op_id))

@@ -1,0 +1,153 @@
+"""The provider's operator surface (REST under /operator), for platform teams."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from hsmcloud.arm.auth import operator
+from hsmcloud.arm.routes_hsm import json_body, operation_location, services
+from hsmcloud.controlplane import fleet_view, subscriptions
+from hsmcloud.controlplane.hsms import live_key, validate_name
+from hsmcloud.controlplane.scope import utcnow
+from hsmcloud.errors import InvalidRequest, NotFound
+from hsmcloud.identity.tokens import normalize_subscription_id
+from hsmcloud.store.models import DedicatedHsm, Event, Stamp, Subscription
+
+router = APIRouter(prefix="/operator")
+
+
+@router.get("/subscriptions")
+def list_subscriptions(request: Request):
+    operator(request)
+    svc = services(request)
+    with svc.store.session() as s:
+        return {"value": [{"subscriptionId": x.id, "allowlisted": x.allowlisted,
+                           "allowlistedAt": x.allowlisted_at.isoformat() if x.allowlisted_at else None}
+                          for x in s.scalars(select(Subscription).order_by(Subscription.created_at))]}
+
+
+@router.put("/subscriptions/{sub}/allowlist")
+async def allowlist(request: Request, sub: str):
+    who = operator(request)
+    sub = normalize_subscription_id(sub)
+    raw = await request.body()
+    allowed = True
+    if raw:
+        body = await json_body(request)
+        allowed = bool(body.get("allowlisted", True)) if isinstance(body, dict) else True
+    svc = services(request)
+    with svc.store.session() as s:
+        return subscriptions.allowlist(s, sub, actor=who.name, allowed=allowed)
+
+
+@router.get("/subscriptions/{sub}/quotas/{region}")
+def get_quota(request: Request, sub: str, region: str):
+    operator(request)
+    sub = normalize_subscription_id(sub)
+    svc = services(request)
+    with svc.store.session() as s:
+        per_region, per_stamp = subscriptions.quota_for(s, sub, region)
+    return {"subscriptionId": sub, "region": region, "perRegion": per_region, "perStamp": per_stamp}
+
+
+@router.put("/subscriptions/{sub}/quotas/{region}")
+async def set_quota(request: Request, sub: str, region: str):
+    who = operator(request)
+    sub = normalize_subscription_id(sub)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("Send {\"perRegion\": N, \"perStamp\": M}.")
+    svc = services(request)
+    with svc.store.session() as s:
+        known = set(s.scalars(select(Stamp.region).distinct()))
+        if region not in known:
+            raise InvalidRequest(f"Region '{region}' is not part of the fleet ({', '.join(sorted(known))}).",
+                                 code="UnknownRegion")
+        return subscriptions.set_quota(s, sub, region, per_region=body.get("perRegion"),
+                                       per_stamp=body.get("perStamp"), actor=who.name)
+
+
+@router.get("/quotaRequests")
+def quota_requests(request: Request):
+    operator(request)
+    svc = services(request)
+    with svc.store.session() as s:
+        return {"value": [subscriptions.quota_request_json(r) for r in
+                          subscriptions.list_requests(s, status=request.query_params.get("status"))]}
+
+
+@router.post("/quotaRequests/{request_id}/{decision}")
+def decide(request: Request, request_id: str, decision: str):
+    who = operator(request)
+    if decision not in ("grant", "reject"):
+        raise NotFound("Use /grant or /reject.")
+    svc = services(request)
+    with svc.store.session() as s:
+        return subscriptions.quota_request_json(
+            subscriptions.decide_request(s, request_id, grant=decision == "grant", actor=who.name))
+
+
+@router.get("/stamps")
+def stamps(request: Request):
+    operator(request)
+    svc = services(request)
+    with svc.store.session() as s:
+        return {"value": fleet_view.stamps(s)}
+
+
+@router.get("/devices")
+def devices(request: Request):
+    operator(request)
+    svc = services(request)
+    with svc.store.session() as s:
+        return {"value": fleet_view.devices(s, request.query_params.get("region"))}
+
+
+@router.get("/orphans")
+def orphans(request: Request):
+    operator(request)
+    svc = services(request)
+    with svc.store.session() as s:
+        return {"value": fleet_view.orphans(s)}
+
+
+@router.get("/billing")
+def billing(request: Request):
+    operator(request)
+    svc = services(request)
+    sub = request.query_params.get("subscription")
+    with svc.store.session() as s:
+        return {"value": fleet_view.billing(s, normalize_subscription_id(sub) if sub else None)}
+
+
+@router.get("/events")
+def events(request: Request):
+    operator(request)
+    svc = services(request)
+    limit = min(int(request.query_params.get("limit", "200")), 1000)
+    with svc.store.session() as s:
+        rows = s.scalars(select(Event).order_by(Event.id.desc()).limit(limit))
+        return {"value": [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
+                           "detail": e.detail} for e in rows]}
+
+
+@router.post("/subscriptions/{sub}/resourceGroups/{rg}/dedicatedHSMs/{name}/forceDelete")
+def force_delete(request: Request, sub: str, rg: str, name: str):
+    """Set the force-delete flag and reclaim the device out of band (works on orphans too)."""
+    who = operator(request)
+    sub = normalize_subscription_id(sub)
+    validate_name(name)
+    svc = services(request)
+    with svc.store.session() as s:
+        h = s.scalar(select(DedicatedHsm).where(DedicatedHsm.live_key == live_key(sub, rg, name)))
+        if h is None:
+            raise NotFound(f"No dedicated HSM '{name}' in resource group '{rg}' of subscription {sub}.")
+        h.force_delete = True
+        h.modified_at = utcnow()
+        subscriptions.record(s, who.name, "hsm.force-delete", h.id)
+        op = svc.hsms.begin_delete(s, who, h, zeroized=None)
+        out = {"operationId": op.id, "hsm": fleet_view.hsm_summary(h),
+               "location": operation_location(request, sub, op.location, op.id, "2025-03-31")}
+    svc.lifecycle.wake()
+    return JSONResponse(out, status_code=202)

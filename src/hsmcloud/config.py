@@ -1,0 +1,46 @@
+"""Settings of one hsmcloud service instance."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path(os.environ.get("HSMCLOUD_STATE_DIR", "~/.hsmcloud")).expanduser()
+DEFAULT_PORT = 8443
+DEFAULT_REGIONS = ("eastus", "westus")
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """Everything `hsmcloud up` can be told; tests build their own."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    tls: bool = True
+    database_url: str | None = None
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    # Seconds a new virtual network gateway stays "Updating" before it is "Succeeded".
+    gateway_provision_seconds: float = 3.0
+    # Pause between provisioning steps so a person can watch the states go by.
+    step_delay_seconds: float = 0.3
+    # Retry-After (seconds) on long-running operation responses.
+    retry_after_seconds: int = 1
+    # Appliance ports: 0 means an ephemeral port per device (recorded in the store).
+    device_ssh_port: int = 0
+    device_mgmt_port: int = 0
+    # First octets of the per-device loopback addresses (127.<region>.<stamp>.<n>).
+    loopback_share_single: bool = False
+    # Identifies this replica when it leases long-running operations.
+    worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    run_worker: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.state_dir / 'hsmcloud.db'}"
+
+    @property
+    def devices_dir(self) -> Path:
+        return self.state_dir / "devices"

@@ -1,0 +1,42 @@
+"""Lookups every service needs: the subscription record and the resource group of a request."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hsmcloud.errors import NotFound
+from hsmcloud.store.models import ResourceGroup, Subscription
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def key(name: str) -> str:
+    """ARM names are case-insensitive; the store compares them by this key."""
+    return name.lower()
+
+
+def ensure_subscription(session: Session, sub: str) -> Subscription:
+    row = session.get(Subscription, sub)
+    if row is None:
+        row = Subscription(id=sub, allowlisted=False, created_at=utcnow())
+        session.add(row)
+        session.flush()
+    return row
+
+
+def find_group(session: Session, sub: str, rg: str) -> ResourceGroup | None:
+    return session.scalar(select(ResourceGroup).where(
+        ResourceGroup.subscription_id == sub, ResourceGroup.name_key == key(rg)))
+
+
+def require_group(session: Session, sub: str, rg: str) -> ResourceGroup:
+    group = find_group(session, sub, rg)
+    if group is None or group.state == "Deleting":
+        raise NotFound(f"Resource group '{rg}' could not be found. Create it first "
+                       f"(PUT /subscriptions/{sub}/resourcegroups/{rg} or 'hsmcloud network create').",
+                       code="ResourceGroupNotFound")
+    return group

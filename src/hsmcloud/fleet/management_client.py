@@ -1,0 +1,53 @@
+"""The provider's side of an appliance's management interface (health, reset, pristine check).
+
+The control plane reaches devices only through this, over loopback HTTP, as the real provider
+reaches its devices only through their monitoring and reset paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from hsmcloud.errors import ServiceUnavailable
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagementEndpoint:
+    serial: str
+    address: str
+    port: int
+    token: str
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+
+class ManagementClient:
+    def __init__(self, endpoint: ManagementEndpoint, *, timeout: float = 15.0):
+        self.endpoint = endpoint
+        self.timeout = timeout
+
+    async def _call(self, method: str, path: str) -> dict:
+        try:
+            async with httpx.AsyncClient(base_url=self.endpoint.base_url, timeout=self.timeout,
+                                         headers={"Authorization": f"Bearer {self.endpoint.token}"}) as client:
+                resp = await client.request(method, path)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"Device {self.endpoint.serial} does not answer on its management interface "
+                                     f"({exc.__class__.__name__}). The provider has been alerted; retry later.",
+                                     code="DeviceUnreachable") from None
+        if resp.status_code != 200:
+            raise ServiceUnavailable(f"Device {self.endpoint.serial} refused {method} {path}: HTTP "
+                                     f"{resp.status_code}.", code="DeviceManagementError")
+        return resp.json()
+
+    async def health(self) -> dict:
+        return await self._call("GET", "/health")
+
+    async def reset(self) -> dict:
+        return await self._call("POST", "/provider/reset")
+
+    async def pristine(self) -> dict:
+        return await self._call("GET", "/provider/pristine")

@@ -1,0 +1,55 @@
+"""Running the all-in-one service: ARM endpoint (HTTPS by default), worker and device host."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from hsmcloud.arm.app import create_app
+from hsmcloud.config import Settings
+from hsmcloud.identity.tls import ensure_tls
+from hsmcloud.service import build_services
+
+ENDPOINT_FILE = "endpoint.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    url: str
+    ca_path: Path | None
+
+
+def read_endpoint(state_dir: Path) -> dict | None:
+    path = state_dir / ENDPOINT_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def build_server(settings: Settings) -> tuple[uvicorn.Server, Endpoint]:
+    services = build_services(settings)
+    app = create_app(services)
+    kwargs = {}
+    ca = None
+    if settings.tls:
+        files = ensure_tls(settings.state_dir)
+        kwargs = {"ssl_certfile": str(files.server_cert), "ssl_keyfile": str(files.server_key)}
+        ca = files.ca_cert
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=5, **kwargs)
+    server = uvicorn.Server(config)
+    scheme = "https" if settings.tls else "http"
+    return server, Endpoint(url=f"{scheme}://{settings.host}:{settings.port}", ca_path=ca)
+
+
+def write_endpoint(settings: Settings, endpoint: Endpoint, port: int) -> None:
+    scheme = "https" if settings.tls else "http"
+    data = {"endpoint": f"{scheme}://{settings.host}:{port}", "ca": str(endpoint.ca_path) if endpoint.ca_path else None,
+            "pid": os.getpid()}
+    path = settings.state_dir / ENDPOINT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

@@ -1,0 +1,39 @@
+"""Wires one service instance together: store, identity, network, control plane, device host."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hsmcloud.config import Settings
+from hsmcloud.controlplane.hsms import HsmService
+from hsmcloud.controlplane.lifecycle import Lifecycle
+from hsmcloud.controlplane.operations import release_all_leases
+from hsmcloud.fleet.device_host import DeviceHost
+from hsmcloud.fleet.inventory import seed_fleet
+from hsmcloud.identity.tokens import TokenAuthority
+from hsmcloud.network.service import NetworkService
+from hsmcloud.store.db import Store
+
+
+@dataclass(kw_only=True)
+class Services:
+    settings: Settings
+    store: Store
+    tokens: TokenAuthority
+    network: NetworkService
+    hsms: HsmService
+    host: DeviceHost
+    lifecycle: Lifecycle
+
+
+def build_services(settings: Settings) -> Services:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.resolved_database_url)
+    with store.session() as s:
+        seed_fleet(s, settings.regions, share_single_loopback=settings.loopback_share_single)
+        if store.is_sqlite:
+            release_all_leases(s)  # SQLite means one replica: every lease belongs to a dead process
+    network = NetworkService(settings)
+    host = DeviceHost(settings.devices_dir)
+    return Services(settings=settings, store=store, tokens=TokenAuthority(settings.state_dir), network=network,
+                    hsms=HsmService(settings, network), host=host,
+                    lifecycle=Lifecycle(store=store, settings=settings, host=host, network=network))

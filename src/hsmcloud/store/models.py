@@ -1,0 +1,233 @@
+"""Tables of the control plane's one store (SQLite embedded, PostgreSQL in production).
+
+Key material never lives here: each appliance keeps its own state. This store holds the
+provider's view: subscriptions, resources, the fleet and long-running operations.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from datetime import timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    allowlisted: Mapped[bool] = mapped_column(Boolean, default=False)
+    allowlisted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Quota(Base):
+    """A subscription's HSM quota in one region; absent rows mean the initial quota."""
+
+    __tablename__ = "quotas"
+    subscription_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    per_region: Mapped[int] = mapped_column(Integer)
+    per_stamp: Mapped[int] = mapped_column(Integer)
+
+
+class QuotaRequest(Base):
+    __tablename__ = "quota_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    region: Mapped[str] = mapped_column(String(64))
+    per_region: Mapped[int] = mapped_column(Integer)
+    per_stamp: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="Pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ResourceGroup(Base):
+    __tablename__ = "resource_groups"
+    __table_args__ = (UniqueConstraint("subscription_id", "name_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    name: Mapped[str] = mapped_column(String(90))
+    name_key: Mapped[str] = mapped_column(String(90))
+    location: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="Succeeded")  # Succeeded | Deleting
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VirtualNetwork(Base):
+    __tablename__ = "virtual_networks"
+    __table_args__ = (UniqueConstraint("subscription_id", "rg_key", "name_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    rg_key: Mapped[str] = mapped_column(String(90))
+    name: Mapped[str] = mapped_column(String(80))
+    name_key: Mapped[str] = mapped_column(String(80))
+    location: Mapped[str] = mapped_column(String(64))
+    address_prefixes: Mapped[list] = mapped_column(JSON, default=list)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Subnet(Base):
+    __tablename__ = "subnets"
+    __table_args__ = (UniqueConstraint("vnet_id", "name_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vnet_id: Mapped[int] = mapped_column(ForeignKey("virtual_networks.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    name_key: Mapped[str] = mapped_column(String(80))
+    address_prefix: Mapped[str] = mapped_column(String(64))
+    delegations: Mapped[list] = mapped_column(JSON, default=list)  # [{"name", "serviceName"}]
+
+
+class VirtualNetworkGateway(Base):
+    __tablename__ = "virtual_network_gateways"
+    __table_args__ = (UniqueConstraint("subscription_id", "rg_key", "name_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    rg_key: Mapped[str] = mapped_column(String(90))
+    name: Mapped[str] = mapped_column(String(80))
+    name_key: Mapped[str] = mapped_column(String(80))
+    location: Mapped[str] = mapped_column(String(64))
+    vnet_id: Mapped[int] = mapped_column(ForeignKey("virtual_networks.id", ondelete="CASCADE"), unique=True)
+    gateway_type: Mapped[str] = mapped_column(String(32))
+    sku: Mapped[dict] = mapped_column(JSON, default=dict)
+    ip_configurations: Mapped[list] = mapped_column(JSON, default=list)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The gateway is "Updating" until this instant, then "Succeeded": state from a timestamp.
+    ready_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class NetworkInterface(Base):
+    __tablename__ = "network_interfaces"
+    __table_args__ = (UniqueConstraint("subscription_id", "rg_key", "name_key"),
+                      UniqueConstraint("subnet_id", "private_ip"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    rg_key: Mapped[str] = mapped_column(String(90))
+    rg_name: Mapped[str] = mapped_column(String(90))
+    name: Mapped[str] = mapped_column(String(120))
+    name_key: Mapped[str] = mapped_column(String(120))
+    location: Mapped[str] = mapped_column(String(64))
+    subnet_id: Mapped[int] = mapped_column(ForeignKey("subnets.id"), index=True)
+    private_ip: Mapped[str] = mapped_column(String(45))
+    allocation_method: Mapped[str] = mapped_column(String(16), default="Dynamic")
+    hsm_id: Mapped[str | None] = mapped_column(ForeignKey("dedicated_hsms.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Stamp(Base):
+    __tablename__ = "stamps"
+    __table_args__ = (UniqueConstraint("region", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(32))  # stamp1, stamp2
+    index: Mapped[int] = mapped_column(Integer)
+
+
+class Device(Base):
+    """One physical (emulated) appliance in a stamp."""
+
+    __tablename__ = "devices"
+    serial: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stamp_id: Mapped[int] = mapped_column(ForeignKey("stamps.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # luna | payshield
+    role: Mapped[str] = mapped_column(String(16))  # customer | spare | test
+    state: Mapped[str] = mapped_column(String(16), default="free")  # free | allocated | reclaiming | failed
+    hsm_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    loopback_address: Mapped[str] = mapped_column(String(45))
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    mgmt_port: Mapped[int | None] = mapped_column(Integer)
+    mgmt_token: Mapped[str] = mapped_column(String(128))
+    last_checked_pristine_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DedicatedHsm(Base):
+    """A Microsoft.HardwareSecurityModules/dedicatedHSMs resource (general purpose or payment)."""
+
+    __tablename__ = "dedicated_hsms"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # "sub/rg/name" lowercased while the resource exists; NULL once deleted (kept for billing).
+    live_key: Mapped[str | None] = mapped_column(String(256), unique=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    rg_name: Mapped[str] = mapped_column(String(90))
+    rg_key: Mapped[str] = mapped_column(String(90))
+    name: Mapped[str] = mapped_column(String(24))
+    location: Mapped[str] = mapped_column(String(64))
+    sku: Mapped[str] = mapped_column(String(64))
+    zones: Mapped[list | None] = mapped_column(JSON)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    requested_stamp: Mapped[str | None] = mapped_column(String(32))
+    stamp_id: Mapped[int | None] = mapped_column(ForeignKey("stamps.id"))
+    network_profile: Mapped[dict] = mapped_column(JSON, default=dict)  # {"subnet_id", "ips": [...]}
+    management_network_profile: Mapped[dict | None] = mapped_column(JSON)
+    provisioning_state: Mapped[str] = mapped_column(String(16))
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[dict | None] = mapped_column(JSON)
+    device_serial: Mapped[str | None] = mapped_column(String(32))
+    orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
+    force_delete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    modified_by: Mapped[str] = mapped_column(String(128))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Operation(Base):
+    """A long-running operation: re-entrant steps recorded here and resumed after a crash."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # hsm.create | hsm.delete | group.delete
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    location: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="InProgress")  # InProgress|Succeeded|Failed
+    step: Mapped[str] = mapped_column(String(32))
+    error: Mapped[dict | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Event(Base):
+    """Service audit log: operator actions, lifecycle steps, device checks."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)

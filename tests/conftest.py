@@ -1,0 +1,108 @@
+"""Shared fixtures: a running hsmcloud service per storage backend, and clients for it."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hsmcloud.config import Settings
+from hsmcloud.server import build_server
+
+PG_ADMIN_URL = os.environ.get("HSMCLOUD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_REGIONS = ("eastus", "westus", "capacitylab")
+
+
+def postgres_available() -> str | None:
+    """None if PostgreSQL can be used, else the reason it cannot."""
+    try:
+        import psycopg
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True):
+            return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip with the reason
+        return f"PostgreSQL at {PG_ADMIN_URL} not usable: {exc.__class__.__name__}: {exc}"
+
+
+@dataclass
+class Cloud:
+    """One running service: its endpoint, CA, settings and helpers to call it."""
+
+    settings: Settings
+    url: str
+    ca: str | None
+    server: object
+    thread: threading.Thread
+    backend: str
+
+    @property
+    def services(self):
+        return self.server.config.app.state.services
+
+    def token(self, sub: str | None = None, operator: bool = False) -> str:
+        return self.services.tokens.issue(subscription_id=sub, operator=operator)
+
+    def http(self, sub: str | None = None, operator: bool = False, token: str | None = None) -> httpx.Client:
+        headers = {}
+        tok = token or (self.token(sub, operator) if (sub or operator) else None)
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        return httpx.Client(base_url=self.url, verify=self.ca or False, headers=headers, timeout=30)
+
+    def new_subscription(self, allowlist: bool = True) -> str:
+        sub = str(uuid.uuid4())
+        if allowlist:
+            with self.http(operator=True) as c:
+                r = c.put(f"/operator/subscriptions/{sub}/allowlist")
+                assert r.status_code == 200, r.text
+        return sub
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_cloud(tmp: Path, *, backend: str, database_url: str | None = None, **overrides) -> Cloud:
+    settings = Settings(state_dir=tmp, port=0, tls=True, database_url=database_url, regions=TEST_REGIONS,
+                        gateway_provision_seconds=0.0, step_delay_seconds=0.0, retry_after_seconds=1,
+                        **overrides)
+    server, endpoint = build_server(settings)
+    thread = threading.Thread(target=server.run, name=f"hsmcloud-{backend}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("hsmcloud did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return Cloud(settings=settings, url=f"https://127.0.0.1:{port}", ca=str(endpoint.ca_path), server=server,
+                 thread=thread, backend=backend)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def cloud(request, tmp_path_factory):
+    """The service on each backend; tests isolate themselves with fresh subscriptions."""
+    backend = request.param
+    url = None
+    dbname = None
+    if backend == "postgres":
+        reason = postgres_available()
+        if reason:
+            pytest.skip(reason)
+        import psycopg
+        dbname = f"hsmcloud_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{dbname}"
+    c = start_cloud(tmp_path_factory.mktemp(f"cloud-{backend}"), backend=backend, database_url=url)
+    yield c
+    c.stop()
+    c.services.store.close()
+    if dbname:
+        import psycopg
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
