@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -51,7 +52,8 @@ class Cloud:
         tok = token or (self.token(sub, operator) if (sub or operator) else None)
         if tok:
             headers["Authorization"] = f"Bearer {tok}"
-        return httpx.Client(base_url=self.url, verify=self.ca or False, headers=headers, timeout=30)
+        verify = ssl.create_default_context(cafile=self.ca) if self.ca else False
+        return httpx.Client(base_url=self.url, verify=verify, headers=headers, timeout=30)
 
     def new_subscription(self, allowlist: bool = True) -> str:
         sub = str(uuid.uuid4())

@@ -19,9 +19,10 @@ def create_app(services: Services) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         stop = asyncio.Event()
-        await services.lifecycle.restart_allocated_devices()
         worker = None
         if services.settings.run_worker:
+            # The replica that runs the worker is also the device host of this machine.
+            await services.lifecycle.restart_allocated_devices()
             worker = asyncio.create_task(services.lifecycle.run_forever(stop))
         try:
             yield

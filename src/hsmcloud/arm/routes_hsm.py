@@ -44,6 +44,23 @@ def render_hsm(svc, s, h, version: str) -> dict:
     return render.hsm(h, nics=svc.hsms.nics_of(s, h), stamp=svc.hsms.stamp_name(s, h), api_version=version)
 
 
+def render_list(request: Request, svc, s, hsms: list, version: str) -> dict:
+    """One page of HSMs, with their NICs and stamps read in two queries rather than two per HSM."""
+    from sqlalchemy import select
+
+    from hsmcloud.store.models import NetworkInterface, Stamp
+
+    ids_ = [h.id for h in hsms]
+    nics: dict[str, list] = {}
+    if ids_:
+        for n in s.scalars(select(NetworkInterface).where(NetworkInterface.hsm_id.in_(ids_))
+                           .order_by(NetworkInterface.id)):
+            nics.setdefault(n.hsm_id, []).append(n)
+    stamps = {st.id: st.name for st in s.scalars(select(Stamp))}
+    return page(request, hsms, lambda h: render.hsm(
+        h, nics=nics.get(h.id, []), stamp=stamps.get(h.stamp_id, h.requested_stamp), api_version=version))
+
+
 @router.put(RG_PATH + "/dedicatedHSMs/{name}")
 async def create_or_update(request: Request, subscription_id: str, rg: str, name: str):
     version = api_version(request)
@@ -95,7 +112,7 @@ def device_reports(svc, serial: str | None) -> tuple[bool | None, bool | None]:
         kind, address, port, token = d.kind, d.loopback_address, d.mgmt_port, d.mgmt_token
     if kind != "luna":
         return None, None
-    if not port or not svc.host.is_running(serial):
+    if not port:
         raise ServiceUnavailable(f"The HSM's device {serial} is not running, so its zeroized state cannot be read. "
                                  "Retry shortly; the provider has been alerted.", code="DeviceUnreachable")
     try:
@@ -145,7 +162,7 @@ def list_by_group(request: Request, subscription_id: str, rg: str):
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        return page(request, svc.hsms.list(s, sub, rg), lambda h: render_hsm(svc, s, h, version))
+        return render_list(request, svc, s, svc.hsms.list(s, sub, rg), version)
 
 
 @router.get("/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/dedicatedHSMs")
@@ -154,7 +171,7 @@ def list_by_subscription(request: Request, subscription_id: str):
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        return page(request, svc.hsms.list(s, sub, None), lambda h: render_hsm(svc, s, h, version))
+        return render_list(request, svc, s, svc.hsms.list(s, sub, None), version)
 
 
 @router.get(RG_PATH + "/dedicatedHSMs/{name}/outboundNetworkDependenciesEndpoints")

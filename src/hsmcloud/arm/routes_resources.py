@@ -60,7 +60,6 @@ def group_exists(request: Request, subscription_id: str, rg: str):
         return Response(status_code=204 if find_group(s, sub, rg) else 404)
 
 
-@router.get("/subscriptions/{subscription_id}/resourcegroups")
 @router.get("/subscriptions/{subscription_id}/resourceGroups")
 def list_groups(request: Request, subscription_id: str):
     _version(request)
@@ -92,7 +91,7 @@ def delete_group(request: Request, subscription_id: str, rg: str):
         "Retry-After": str(svc.settings.retry_after_seconds)})
 
 
-@router.get("/subscriptions/{subscription_id}/operationresults/{op_id}")
+@router.get("/subscriptions/{subscription_id}/operationResults/{op_id}")
 def group_operation_result(request: Request, subscription_id: str, op_id: str):
     _version(request)
     _, sub = for_subscription(request, subscription_id)

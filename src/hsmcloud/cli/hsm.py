@@ -1,0 +1,346 @@
+"""`hsmcloud hsm ...`: dedicated HSMs, mirroring `az dedicated-hsm`."""
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from hsmcloud.cli.client import GROUPS_API, HSM_API, CliError, Poll, iter_kv, pause, poll_interval
+from hsmcloud.cli.common import Ctx, service_command
+from hsmcloud.cli.output import Output, parse_resource_id, styled_state
+
+app = typer.Typer(help="Dedicated HSMs: create, list, show, update, delete, wait, endpoints (like az dedicated-hsm).",
+                  no_args_is_help=True)
+
+LUNA_SKU = "SafeNet Luna Network HSM A790"
+CREATE_TERMINAL = ("Succeeded", "Failed", "Canceled")
+DEFAULT_TIMEOUT = 1800.0
+
+Name = Annotated[str, typer.Option("--name", "-n", help="Name of the dedicated HSM.", show_default=False)]
+Group = Annotated[str, typer.Option("--resource-group", "-g", help="Resource group.", show_default=False)]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Return at once; do not wait for the operation to finish.")]
+Interval = Annotated[Optional[float], typer.Option(
+    "--interval", help="Seconds between polls (default: env HSMCLOUD_POLL_INTERVAL, else Retry-After or 1).",
+    show_default=False)]
+Timeout = Annotated[float, typer.Option("--timeout", help="Give up waiting after this many seconds.")]
+
+
+# ---- parsing az-style arguments ------------------------------------------------------------------
+def parse_ref(value: str | None, option: str) -> str | None:
+    """A subnet reference given as `<id>`, `id=<id>` or `resourceId=<id>`."""
+    if value is None:
+        return None
+    value = value.strip()
+    m = re.match(r"^(id|resourceId|resource-id)=(.*)$", value, re.IGNORECASE)
+    if m:
+        value = m.group(2).strip().strip("'\"")
+    if not value.startswith("/subscriptions/"):
+        raise CliError("InvalidArgument", f"{option} takes a subnet resource id (/subscriptions/.../virtualNetworks/"
+                                          f"<vnet>/subnets/<subnet>, as 'hsmcloud network create' prints it), not "
+                                          f"'{value}'.")
+    return value
+
+
+def parse_interfaces(values: list[str] | None, option: str) -> list[dict]:
+    """`private-ip-address=10.2.1.5` (repeatable), a bare IP, or az's `private-ip-address='("a", "b")'`."""
+    nics: list[dict] = []
+    for raw in values or []:
+        raw = raw.strip()
+        key, sep, value = raw.partition("=")
+        if sep:
+            if key.strip().lower().replace("_", "-") not in ("private-ip-address", "privateipaddress"):
+                raise CliError("InvalidArgument", f"{option} takes private-ip-address=<ip>, not '{raw}'.")
+        else:
+            value = raw
+        ips = [ip for ip in re.split(r"[\s,()\"']+", value) if ip]
+        if not ips:
+            raise CliError("InvalidArgument", f"{option} needs an IP address: private-ip-address=10.2.1.5.")
+        for ip in ips:
+            if not re.match(r"^\d{1,3}(\.\d{1,3}){3}$", ip):
+                raise CliError("InvalidArgument", f"'{ip}' given to {option} is not an IPv4 address.")
+            nics.append({"privateIpAddress": ip})
+    return nics
+
+
+def parse_tags(values: list[str] | None) -> dict:
+    return dict(iter_kv(values, option="--tags"))
+
+
+def parse_zones(values: list[str] | None) -> list[str]:
+    return [z for raw in values or [] for z in re.split(r"[\s,]+", raw) if z]
+
+
+# ---- rendering ---------------------------------------------------------------------------------------
+def state_of(hsm: dict) -> str | None:
+    return (hsm.get("properties") or {}).get("provisioningState")
+
+
+def private_ips(hsm: dict, profile: str = "networkProfile") -> list[str]:
+    prof = (hsm.get("properties") or {}).get(profile) or {}
+    return [n.get("privateIpAddress") for n in prof.get("networkInterfaces") or [] if n.get("privateIpAddress")]
+
+
+def hsm_row(h: dict) -> list:
+    props = h.get("properties") or {}
+    return [h.get("name"), parse_resource_id(h.get("id")).get("resourcegroups"), h.get("location"),
+            (h.get("sku") or {}).get("name"), styled_state(props.get("provisioningState")),
+            ", ".join(private_ips(h)), props.get("stampId")]
+
+
+HSM_COLUMNS = ["Name", "Resource group", "Location", "SKU", "State", "Private IP", "Stamp"]
+
+
+def show_hsm(out: Output, h: dict) -> None:
+    props = h.get("properties") or {}
+    subnet = ((props.get("networkProfile") or {}).get("subnet") or {})
+    pairs = [("name", h.get("name")), ("id", h.get("id")), ("location", h.get("location")),
+             ("sku", (h.get("sku") or {}).get("name")), ("state", styled_state(props.get("provisioningState"))),
+             ("status", props.get("statusMessage")), ("stamp", props.get("stampId")),
+             ("subnet", subnet.get("resourceId") or subnet.get("id")), ("private IP", ", ".join(private_ips(h)))]
+    if props.get("managementNetworkProfile"):
+        pairs.append(("mgmt private IP", ", ".join(private_ips(h, "managementNetworkProfile"))))
+    if h.get("zones"):
+        pairs.append(("zones", ", ".join(h["zones"])))
+    pairs.append(("tags", ", ".join(f"{k}={v}" for k, v in (h.get("tags") or {}).items()) or None))
+    out.fields(pairs)
+
+
+def failed_error(h: dict) -> CliError:
+    props = h.get("properties") or {}
+    err = props.get("error") if isinstance(props.get("error"), dict) else {}
+    code = err.get("code") or "ProvisioningFailed"
+    message = props.get("statusMessage") or err.get("message") or f"Dedicated HSM '{h.get('name')}' failed."
+    return CliError(code, message, body=h)
+
+
+# ---- waiting -----------------------------------------------------------------------------------------
+def wait_for_state(cx: Ctx, path: str, name: str, *, interval: float | None, timeout: float,
+                   label: str | None = None) -> dict:
+    """Poll GET on an HSM until provisioningState is terminal, with a live status line."""
+    client = cx.client
+    with cx.out.progress(label or f"dedicated HSM {name}") as progress:
+        poll = Poll(fetch=lambda: client.get(path, params={"api-version": HSM_API}), state_of=state_of,
+                    done=lambda s: s in CREATE_TERMINAL, interval=poll_interval(interval), timeout=timeout)
+
+        def on_state(state, body):
+            props = body.get("properties") or {}
+            progress.update(state, None if state == "Failed" else props.get("statusMessage"))
+        return poll.run(on_state)
+
+
+def wait_delete(cx: Ctx, location: str, name: str, *, interval: float | None, timeout: float) -> None:
+    with cx.out.progress(f"deleting {name}") as progress:
+        progress.update("Deleting")
+        cx.client.wait_operation(location, interval=poll_interval(interval), timeout=timeout,
+                                 on_tick=lambda _t: progress.tick())
+        progress.update("Deleted")
+
+
+def hint(cx: Ctx, text: str) -> None:
+    if not cx.json:
+        cx.out.note(text, style="dim")
+
+
+# ---- commands ----------------------------------------------------------------------------------------
+@service_command(app, "create")
+def create(cx: Ctx, name: Name, resource_group: Group,
+           subnet: Annotated[str, typer.Option("--subnet", help="Subnet resource id, or id=<subnet id> (must be "
+                                                                "delegated to Microsoft.HardwareSecurityModules/"
+                                                                "dedicatedHSMs).", show_default=False)],
+           location: Annotated[Optional[str], typer.Option("--location", "-l", show_default=False,
+                                                           help="Region (default: the resource group's).")] = None,
+           sku: Annotated[str, typer.Option("--sku", help="SKU name.")] = LUNA_SKU,
+           stamp_id: Annotated[Optional[str], typer.Option("--stamp-id", show_default=False,
+                                                           help="Stamp, e.g. stamp1 (default: the service picks).")]
+           = None,
+           network_interfaces: Annotated[Optional[list[str]], typer.Option(
+               "--network-interfaces", "-i", show_default=False,
+               help="private-ip-address=<ip> for the host NIC (repeatable).")] = None,
+           mgmt_network_subnet: Annotated[Optional[str], typer.Option(
+               "--mgmt-network-subnet", show_default=False,
+               help="Management subnet id (payment HSMs), or id=<subnet id>.")] = None,
+           mgmt_network_interfaces: Annotated[Optional[list[str]], typer.Option(
+               "--mgmt-network-interfaces", "-m", show_default=False,
+               help="private-ip-address=<ip> for the management NIC (repeatable).")] = None,
+           zones: Annotated[Optional[list[str]], typer.Option("--zones", show_default=False,
+                                                              help="Availability zone (repeatable).")] = None,
+           tags: Annotated[Optional[list[str]], typer.Option("--tags", show_default=False,
+                                                             help="key=value (repeatable).")] = None,
+           no_wait: NoWait = False, interval: Interval = None, timeout: Timeout = DEFAULT_TIMEOUT):
+    """Create a dedicated HSM and wait until it is Succeeded (or Failed)."""
+    subnet_id = parse_ref(subnet, "--subnet")
+    nics = parse_interfaces(network_interfaces, "--network-interfaces")
+    mgmt_subnet_id = parse_ref(mgmt_network_subnet, "--mgmt-network-subnet")
+    mgmt_nics = parse_interfaces(mgmt_network_interfaces, "--mgmt-network-interfaces")
+    tag_map = parse_tags(tags)
+    zone_list = parse_zones(zones)
+    client = cx.client
+    if not location:
+        group = client.get(client.group_path(resource_group), params={"api-version": GROUPS_API})
+        location = group.get("location")
+    props: dict = {"networkProfile": {"subnet": {"resourceId": subnet_id}, "networkInterfaces": nics}}
+    if mgmt_subnet_id or mgmt_nics:
+        props["managementNetworkProfile"] = {"subnet": {"resourceId": mgmt_subnet_id or subnet_id},
+                                             "networkInterfaces": mgmt_nics}
+    if stamp_id:
+        props["stampId"] = stamp_id
+    body: dict = {"location": location, "sku": {"name": sku}, "tags": tag_map, "properties": props}
+    if zone_list:
+        body["zones"] = zone_list
+    path = client.hsm_path(resource_group, name)
+    hsm = client.put(path, body, params={"api-version": HSM_API})
+    if no_wait or state_of(hsm) in CREATE_TERMINAL:
+        if state_of(hsm) == "Failed":
+            raise failed_error(hsm)
+        cx.out.result(hsm, lambda h: show_hsm(cx.out, h))
+        if no_wait and state_of(hsm) not in CREATE_TERMINAL:
+            hint(cx, f"Not waiting. Follow it with: hsmcloud hsm wait -n {name} -g {resource_group} --created")
+        return
+    hsm = wait_for_state(cx, path, name, interval=interval, timeout=timeout)
+    if state_of(hsm) != "Succeeded":
+        raise failed_error(hsm)
+    cx.out.result(hsm, lambda h: show_hsm(cx.out, h))
+    hint(cx, f"Next: hsmcloud hsm endpoints -n {name} -g {resource_group}   (SSH to the appliance as admin)")
+
+
+@service_command(app, "list")
+def list_(cx: Ctx,
+          resource_group: Annotated[Optional[str], typer.Option("--resource-group", "-g", show_default=False,
+                                                                help="Only this resource group.")] = None,
+          top: Annotated[Optional[int], typer.Option("--top", min=1, show_default=False,
+                                                     help="At most this many HSMs.")] = None):
+    """List dedicated HSMs of the subscription (or of one resource group)."""
+    client = cx.client
+    params = {"api-version": HSM_API}
+    if top:
+        params["$top"] = str(top)
+    items = client.pages(client.hsm_path(resource_group), params=params, limit=top)
+    cx.out.result(items, lambda xs: cx.out.table(HSM_COLUMNS, [hsm_row(h) for h in xs],
+                                                 empty="No dedicated HSMs."))
+
+
+@service_command(app, "show")
+def show(cx: Ctx, name: Name, resource_group: Group):
+    """Show one dedicated HSM."""
+    client = cx.client
+    hsm = client.get(client.hsm_path(resource_group, name), params={"api-version": HSM_API})
+    cx.out.result(hsm, lambda h: show_hsm(cx.out, h))
+
+
+@service_command(app, "update")
+def update(cx: Ctx, name: Name, resource_group: Group,
+           tags: Annotated[Optional[list[str]], typer.Option("--tags", show_default=False,
+                                                             help="key=value (repeatable); replaces all tags. Give "
+                                                                  "--tags '' to clear them.")] = None,
+           no_wait: NoWait = False, interval: Interval = None, timeout: Timeout = DEFAULT_TIMEOUT):
+    """Update the tags of a dedicated HSM (the only property that can change)."""
+    if tags is None:
+        raise CliError("InvalidArgument", "Nothing to update: give --tags key=value (repeatable).")
+    tag_map = parse_tags([t for t in tags if t.strip()])
+    client = cx.client
+    path = client.hsm_path(resource_group, name)
+    resp = client.send("PATCH", path, params={"api-version": HSM_API}, body={"tags": tag_map})
+    if resp.status_code == 202 and resp.headers.get("Location"):
+        if no_wait:
+            cx.out.result({"status": "Accepted", "location": resp.headers["Location"]},
+                          lambda _d: cx.out.print(f"Update of {name} accepted."))
+            return
+        final = client.wait_operation(resp.headers["Location"], interval=poll_interval(interval), timeout=timeout)
+        hsm = final.json() if final.content else client.get(path, params={"api-version": HSM_API})
+    else:
+        hsm = resp.json()
+    cx.out.result(hsm, lambda h: show_hsm(cx.out, h))
+
+
+@service_command(app, "delete")
+def delete(cx: Ctx, name: Name, resource_group: Group,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+           no_wait: NoWait = False, interval: Interval = None, timeout: Timeout = DEFAULT_TIMEOUT):
+    """Delete a dedicated HSM (its device must be zeroized first)."""
+    if not yes:
+        typer.confirm(f"Delete dedicated HSM '{name}' in resource group '{resource_group}'?", abort=True,
+                      err=True)
+    client = cx.client
+    resp = client.send("DELETE", client.hsm_path(resource_group, name), params={"api-version": HSM_API})
+    if resp.status_code == 204:
+        cx.out.result({"name": name, "status": "NotFound"},
+                      lambda _d: cx.out.print(f"Dedicated HSM '{name}' does not exist (nothing to delete)."))
+        return
+    location = resp.headers.get("Location")
+    if resp.status_code == 202 and location and not no_wait:
+        wait_delete(cx, location, name, interval=interval, timeout=timeout)
+        cx.out.result({"name": name, "status": "Deleted"},
+                      lambda _d: cx.out.print(f"Dedicated HSM '{name}' deleted; its device was returned to the pool."))
+        return
+    cx.out.result({"name": name, "status": "Accepted", "location": location},
+                  lambda _d: cx.out.print(f"Deletion of '{name}' accepted."))
+    hint(cx, f"Follow it with: hsmcloud hsm wait -n {name} -g {resource_group} --deleted")
+
+
+@service_command(app, "wait")
+def wait(cx: Ctx, name: Name, resource_group: Group,
+         created: Annotated[bool, typer.Option("--created", help="Wait until provisioningState is Succeeded.")]
+         = False,
+         updated: Annotated[bool, typer.Option("--updated", help="Same as --created.")] = False,
+         deleted: Annotated[bool, typer.Option("--deleted", help="Wait until it no longer exists.")] = False,
+         exists: Annotated[bool, typer.Option("--exists", help="Wait until it exists.")] = False,
+         interval: Interval = None, timeout: Annotated[float, typer.Option("--timeout", help="Seconds.")] = 3600.0):
+    """Wait until a dedicated HSM reaches a condition."""
+    chosen = [flag for flag, on in (("--created", created), ("--updated", updated), ("--deleted", deleted),
+                                    ("--exists", exists)) if on]
+    if len(chosen) != 1:
+        raise CliError("InvalidArgument", "Give exactly one of --created, --updated, --deleted or --exists.")
+    client = cx.client
+    path = client.hsm_path(resource_group, name)
+    every = poll_interval(interval)
+    start = time.monotonic()
+    condition = chosen[0]
+    with cx.out.progress(f"{name} {condition.lstrip('-')}") as progress:
+        while True:
+            try:
+                hsm = client.get(path, params={"api-version": HSM_API})
+            except CliError as exc:
+                if exc.status != 404:
+                    raise
+                hsm = None
+            state = state_of(hsm) if hsm else "NotFound"
+            progress.update(state)
+            if condition == "--deleted" and hsm is None:
+                break
+            if condition == "--exists" and hsm is not None:
+                break
+            if condition in ("--created", "--updated") and hsm is not None:
+                if state == "Succeeded":
+                    break
+                if state in ("Failed", "Canceled"):
+                    raise failed_error(hsm)
+            if time.monotonic() - start > timeout:
+                raise CliError("WaitTimeout", f"'{name}' is still {state} after {timeout:g} s.")
+            time.sleep(pause(every))
+    result = hsm if hsm is not None else {"name": name, "status": "NotFound"}
+    cx.out.result(result, lambda _d: cx.out.print(f"{name}: {state}"))
+
+
+@service_command(app, "endpoints")
+def endpoints(cx: Ctx, name: Name, resource_group: Group):
+    """Where the HSM's appliance is reachable on this machine (its loopback address and SSH port)."""
+    client = cx.client
+    data = client.get(client.hsm_path(resource_group, name) + "/endpoints", params={"api-version": HSM_API})
+
+    def human(d: dict) -> None:
+        address = d.get("address")
+        ports = d.get("ports") or {}
+        pairs = [("name", d.get("name")), ("device", f"{d.get('serial')} ({d.get('kind')})"),
+                 ("private IP", ", ".join(d.get("privateIpAddresses") or [])), ("address", address)]
+        for proto, port in ports.items():
+            pairs.append((f"{proto} port", port))
+        cx.out.fields(pairs)
+        if ports.get("ssh"):
+            cx.out.print(Text.assemble(("\nssh -p ", "bold"), (str(ports["ssh"]), "bold"),
+                                       (f" admin@{address}", "bold")))
+        elif not ports:
+            cx.out.print("(this appliance kind has no shell endpoint)")
+    cx.out.result(data, human)
