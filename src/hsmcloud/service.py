@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
+
 from hsmcloud.config import Settings
 from hsmcloud.controlplane.hsms import HsmService
 from hsmcloud.controlplane.lifecycle import Lifecycle
@@ -28,10 +30,16 @@ class Services:
 def build_services(settings: Settings) -> Services:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url)
-    with store.session() as s:
-        seed_fleet(s, settings.regions, share_single_loopback=settings.loopback_share_single)
-        if store.is_sqlite:
-            release_all_leases(s)  # SQLite means one replica: every lease belongs to a dead process
+    for attempt in range(3):
+        try:
+            with store.session() as s:
+                seed_fleet(s, settings.regions, share_single_loopback=settings.loopback_share_single)
+                if store.is_sqlite:
+                    release_all_leases(s)  # SQLite means one replica: every lease belongs to a dead process
+            break
+        except IntegrityError:
+            if attempt == 2:  # another replica seeding the same fleet at the same moment
+                raise
     network = NetworkService(settings)
     host = DeviceHost(settings.devices_dir)
     return Services(settings=settings, store=store, tokens=TokenAuthority(settings.state_dir), network=network,

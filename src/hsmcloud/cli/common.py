@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
-import click
 import typer
+from typer.exceptions import Abort, Exit, TyperException
 
 from hsmcloud.cli.client import Client, CliError, resolve_auth, resolve_target
 from hsmcloud.cli.output import Output
@@ -70,6 +70,18 @@ class Ctx:
             self._client.close()
 
 
+def confirm(question: str) -> None:
+    """Ask on stderr; anything but yes (including end of input) cancels with one error line."""
+    try:
+        ok = typer.confirm(question, default=False, err=True)
+    except Abort:
+        import sys
+        sys.stderr.write("\n")
+        ok = False
+    if not ok:
+        raise CliError("Cancelled", "Nothing was changed (pass --yes to skip the question).")
+
+
 def run_guarded(out: Output, body: Callable[[], Any]) -> Any:
     """Run a command body; anything that goes wrong becomes one error line and exit code 1."""
     try:
@@ -77,10 +89,10 @@ def run_guarded(out: Output, body: Callable[[], Any]) -> Any:
     except CliError as exc:
         out.error(exc.code, exc.message)
         raise typer.Exit(1) from None
-    except click.Abort:
+    except Abort:
         out.error("Cancelled", "Nothing was changed.")
         raise typer.Exit(1) from None
-    except (click.exceptions.Exit, click.ClickException):
+    except (Exit, TyperException):
         raise
     except KeyboardInterrupt:
         out.error("Interrupted", "Stopped waiting. Anything already started goes on in the service.")

@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from hsmcloud.cli.client import GROUPS_API, HSM_API, CliError, Poll, iter_kv, pause, poll_interval
-from hsmcloud.cli.common import Ctx, service_command
+from hsmcloud.cli.common import Ctx, confirm, service_command
 from hsmcloud.cli.output import Output, parse_resource_id, styled_state
 
 app = typer.Typer(help="Dedicated HSMs: create, list, show, update, delete, wait, endpoints (like az dedicated-hsm).",
@@ -118,16 +118,21 @@ def failed_error(h: dict) -> CliError:
 
 # ---- waiting -----------------------------------------------------------------------------------------
 def wait_for_state(cx: Ctx, path: str, name: str, *, interval: float | None, timeout: float,
-                   label: str | None = None) -> dict:
+                   initial: dict | None = None) -> dict:
     """Poll GET on an HSM until provisioningState is terminal, with a live status line."""
     client = cx.client
-    with cx.out.progress(label or f"dedicated HSM {name}") as progress:
-        poll = Poll(fetch=lambda: client.get(path, params={"api-version": HSM_API}), state_of=state_of,
-                    done=lambda s: s in CREATE_TERMINAL, interval=poll_interval(interval), timeout=timeout)
-
+    every = poll_interval(interval)
+    with cx.out.progress(f"dedicated HSM {name}") as progress:
         def on_state(state, body):
             props = body.get("properties") or {}
             progress.update(state, None if state == "Failed" else props.get("statusMessage"))
+
+        poll = Poll(fetch=lambda: client.get(path, params={"api-version": HSM_API}), state_of=state_of,
+                    done=lambda s: s in CREATE_TERMINAL, interval=every, timeout=timeout)
+        if initial is not None:
+            poll.states.append(state_of(initial))
+            on_state(state_of(initial), initial)
+            time.sleep(pause(every))
         return poll.run(on_state)
 
 
@@ -199,7 +204,7 @@ def create(cx: Ctx, name: Name, resource_group: Group,
         if no_wait and state_of(hsm) not in CREATE_TERMINAL:
             hint(cx, f"Not waiting. Follow it with: hsmcloud hsm wait -n {name} -g {resource_group} --created")
         return
-    hsm = wait_for_state(cx, path, name, interval=interval, timeout=timeout)
+    hsm = wait_for_state(cx, path, name, interval=interval, timeout=timeout, initial=hsm)
     if state_of(hsm) != "Succeeded":
         raise failed_error(hsm)
     cx.out.result(hsm, lambda h: show_hsm(cx.out, h))
@@ -261,8 +266,7 @@ def delete(cx: Ctx, name: Name, resource_group: Group,
            no_wait: NoWait = False, interval: Interval = None, timeout: Timeout = DEFAULT_TIMEOUT):
     """Delete a dedicated HSM (its device must be zeroized first)."""
     if not yes:
-        typer.confirm(f"Delete dedicated HSM '{name}' in resource group '{resource_group}'?", abort=True,
-                      err=True)
+        confirm(f"Delete dedicated HSM '{name}' in resource group '{resource_group}'?")
     client = cx.client
     resp = client.send("DELETE", client.hsm_path(resource_group, name), params={"api-version": HSM_API})
     if resp.status_code == 204:

@@ -8,7 +8,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from hsmcloud.cli.client import GROUPS_API, HSM_API, HSM_DELEGATION, NETWORK_API, CliError, Poll, poll_interval
-from hsmcloud.cli.common import Ctx, service_command
+from hsmcloud.cli.common import Ctx, confirm, service_command
 from hsmcloud.cli.output import styled_state
 
 app = typer.Typer(help="Networks for dedicated HSMs: resource group, VNet, delegated subnet, ExpressRoute gateway.",
@@ -175,8 +175,7 @@ def delete_group(cx: Ctx, resource_group: Group,
                     "the provider force-deletes them. Zeroize and delete them first ('hsmcloud hsm delete').",
                     style="bold red")
     if not yes:
-        typer.confirm(f"Delete resource group '{resource_group}' with its virtual networks and gateways?", abort=True,
-                      err=True)
+        confirm(f"Delete resource group '{resource_group}' with its virtual networks and gateways?")
     resp = client.send("DELETE", client.group_path(resource_group), params={"api-version": GROUPS_API})
     location = resp.headers.get("Location")
     if resp.status_code == 202 and location and not no_wait:

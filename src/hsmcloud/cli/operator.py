@@ -109,9 +109,10 @@ def stamps(cx: Ctx):
     """Fill level per region, stamp and device kind."""
     items = cx.client.get("/operator/stamps").get("value") or []
     cx.out.result(items, lambda xs: cx.out.table(
-        ["Region", "Stamp", "Kind", "Customer", "Allocated", "Free", "Failed", "Spares", "Test", "Fill"],
-        [[x.get("region"), x.get("stamp"), x.get("kind"), x.get("customerDevices"), x.get("allocated"), x.get("free"),
-          x.get("failed"), x.get("spares"), x.get("testDevices"), bar(x.get("fillPercent") or 0)] for x in xs],
+        ["Region", "Stamp", "Kind", "Alloc", "Free", "Failed", "Spare", "Test", "Fill"],
+        [[x.get("region"), x.get("stamp"), x.get("kind"), f"{x.get('allocated')}/{x.get('customerDevices')}",
+          x.get("free"), x.get("failed"), x.get("spares"), x.get("testDevices"), bar(x.get("fillPercent") or 0)]
+         for x in xs],
         empty="No stamps."))
 
 

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 TERMINAL_STATES = ("Succeeded", "Failed", "Canceled")
 STATE_STYLES = {"Succeeded": "green", "Failed": "red", "Canceled": "red", "Deleting": "yellow",
@@ -41,6 +42,8 @@ def styled_state(state: str | None) -> Text:
 class Output:
     """One command's output channel; `json_mode` is the --json flag."""
 
+    NO_WRAP = {"Fill", "State", "Kind"}
+
     def __init__(self, json_mode: bool = False):
         self.json_mode = json_mode
 
@@ -57,6 +60,8 @@ class Output:
             human(data)
 
     def print(self, *items: Any, **kwargs: Any) -> None:
+        # soft_wrap: long resource ids are left for the terminal to wrap, so they copy and paste whole.
+        kwargs.setdefault("soft_wrap", not any(isinstance(i, (Table, Tree)) for i in items))
         _stdout_console().print(*items, **kwargs)
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
@@ -67,7 +72,7 @@ class Output:
             return
         t = Table(title=title, show_edge=False, header_style="bold", pad_edge=False, box=None)
         for col in columns:
-            t.add_column(col, overflow="fold")
+            t.add_column(col, overflow="fold", no_wrap=col in self.NO_WRAP)
         for row in rows:
             t.add_row(*[c if isinstance(c, Text) else Text("-" if c is None or c == "" else str(c)) for c in row])
         self.print(t)
@@ -76,17 +81,18 @@ class Output:
         """Aligned `key: value` lines."""
         width = max((len(k) for k, _ in pairs), default=0)
         for key, value in pairs:
-            text = Text(f"{key + ':':<{width + 1}} ", style="bold")
+            text = Text()
+            text.append(f"{key + ':':<{width + 1}} ", style="bold")
             text.append_text(value if isinstance(value, Text) else Text("-" if value in (None, "") else str(value)))
             self.print(text)
 
     # ---- stderr ---------------------------------------------------------------------------
     def note(self, message: str, *, style: str | None = None) -> None:
         """Progress and hints for people: stderr, so that stdout stays clean for --json."""
-        _stderr_console().print(Text(message, style=style or ""))
+        _stderr_console().print(Text(message, style=style or ""), soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        _stderr_console().print(Text("warning: ", style="bold yellow") + Text(message))
+        _stderr_console().print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
 
     @staticmethod
     def error(code: str, message: str) -> None:
@@ -136,7 +142,7 @@ class Progress:
             line = Text("  • ", style="dim") + styled_state(state)
             if detail:
                 line.append(f"  {detail}", style="dim")
-            self.console.print(line)
+            self.console.print(line, soft_wrap=True)
         if self._status is not None:
             self._status.update(self._text(state))
 
@@ -145,7 +151,7 @@ class Progress:
             self._status.update(self._text(self._state))
 
 
-def bar(percent: float, width: int = 20) -> Text:
+def bar(percent: float, width: int = 10) -> Text:
     """A fill bar such as `██████░░░░ 58.3%`, coloured by how full it is."""
     percent = max(0.0, min(100.0, float(percent or 0)))
     filled = round(width * percent / 100)

@@ -11,7 +11,8 @@ from hsmcloud.cli.common import Ctx, service_command
 
 app = typer.Typer(help="Your dedicated-HSM quota per region, and quota-increase requests.", no_args_is_help=True)
 
-Region = Annotated[str, typer.Option("--location", "-l", help="Region, e.g. eastus.", show_default=False)]
+Region = Annotated[str, typer.Option("--location", "-l", "--region", help="Region, e.g. eastus.",
+                                     show_default=False)]
 
 
 def request_row(r: dict) -> list:
