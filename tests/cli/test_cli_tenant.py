@@ -28,7 +28,7 @@ def deployed(cli, cli_cloud):
 
 def test_network_create_prints_subnet_id(cli, deployed):
     result = cli.ok("network", "create", "-g", RG, sub=deployed["sub"])  # idempotent re-run
-    assert deployed["subnet"] in result.stdout.split()
+    assert result.stdout.strip() == deployed["subnet"]  # SUBNET=$(hsmcloud network create ...) works
     assert "Succeeded" in result.stderr
 
 
@@ -115,7 +115,8 @@ def test_failed_deployment_prints_status_message(cli, cli_cloud):
     sub = cli_cloud.new_subscription()
     cli.ok("operator", "quota", sub, "--region", "eastus", "--per-region", "0", "--per-stamp", "0")
     net = cli.json("network", "create", "-g", "rg", sub=sub)
-    line = cli.fails("hsm", "create", "-n", "hsm1", "-g", "rg", "--subnet", net["subnetId"], sub=sub)
+    line = cli.fails("hsm", "create", "-n", "hsm1", "-g", "rg", "--subnet", net["subnetId"], sub=sub,
+                     code="QuotaExceeded")
     assert "Quota exceeded" in line
     shown = cli.json("hsm", "show", "-n", "hsm1", "-g", "rg", sub=sub)
     assert shown["properties"]["provisioningState"] == "Failed"

@@ -34,6 +34,8 @@ def hsm(h: DedicatedHsm, *, nics: list[NetworkInterface], stamp: str | None, api
         props["stampId"] = stamp
     props["statusMessage"] = h.status_message
     props["provisioningState"] = h.provisioning_state
+    if h.provisioning_state == "Failed" and h.error:
+        props["error"] = h.error  # hsmcloud extension: the failure's code and details (docs/differences.md)
     body = {
         "id": ids.hsm_id(h.subscription_id, h.rg_name, h.name),
         "name": h.name,

@@ -16,11 +16,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from hsmcloud import resource_ids as ids
+
 HSM_API = "2025-03-31"
 NETWORK_API = "2023-09-01"
 GROUPS_API = "2022-09-01"
-HSM_PROVIDER = "Microsoft.HardwareSecurityModules"
-HSM_DELEGATION = "Microsoft.HardwareSecurityModules/dedicatedHSMs"
+HSM_DELEGATION = f"{ids.HSM_PROVIDER}/{ids.HSM_TYPE}"
+# Written by `hsmcloud up` (hsmcloud.server.write_endpoint); read here without importing the server stack.
 ENDPOINT_FILE = "endpoint.json"
 KEY_FILE = Path("identity") / "token-signing-key.pem"
 DEFAULT_POLL_INTERVAL = 1.0
@@ -73,12 +75,12 @@ def _is_loopback_host(host: str | None) -> bool:
 
 
 def normalize_subscription(value: str) -> str:
-    import uuid
+    from hsmcloud.errors import HsmCloudError
+    from hsmcloud.identity.tokens import normalize_subscription_id
     try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise CliError("InvalidSubscriptionId", f"'{value}' is not a valid subscription id: use a GUID such as "
-                                                "00000000-0000-0000-0000-000000000000.") from None
+        return normalize_subscription_id(value)
+    except HsmCloudError as exc:
+        raise CliError(exc.code, exc.message) from None
 
 
 @dataclass
@@ -255,20 +257,22 @@ class Client:
         return self.subscription
 
     def group_path(self, rg: str) -> str:
-        return f"/subscriptions/{self.sub}/resourcegroups/{rg}"
+        return ids.group_id(self.sub, rg)
 
     def network_path(self, rg: str, kind: str, name: str | None = None) -> str:
-        base = f"/subscriptions/{self.sub}/resourceGroups/{rg}/providers/Microsoft.Network/{kind}"
-        return f"{base}/{name}" if name else base
+        if name:
+            return ids.network_id(self.sub, rg, kind, name)
+        return f"{ids.group_id(self.sub, rg)}/providers/{ids.NETWORK_PROVIDER}/{kind}"
 
     def hsm_path(self, rg: str | None, name: str | None = None) -> str:
-        if rg is None:
-            return f"/subscriptions/{self.sub}/providers/{HSM_PROVIDER}/dedicatedHSMs"
-        base = f"/subscriptions/{self.sub}/resourceGroups/{rg}/providers/{HSM_PROVIDER}/dedicatedHSMs"
-        return f"{base}/{name}" if name else base
+        """One HSM, the HSMs of a group, or (rg None) the HSMs of the subscription."""
+        if rg is not None and name:
+            return ids.hsm_id(self.sub, rg, name)
+        scope = ids.group_id(self.sub, rg) if rg is not None else f"/subscriptions/{self.sub}"
+        return f"{scope}/providers/{ids.HSM_PROVIDER}/{ids.HSM_TYPE}"
 
     def location_path(self, region: str) -> str:
-        return f"/subscriptions/{self.sub}/providers/{HSM_PROVIDER}/locations/{region}"
+        return f"/subscriptions/{self.sub}/providers/{ids.HSM_PROVIDER}/locations/{region}"
 
     # ---- requests ---------------------------------------------------------------------------
     def _local(self, url: str) -> str:

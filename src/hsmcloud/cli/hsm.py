@@ -297,35 +297,29 @@ def wait(cx: Ctx, name: Name, resource_group: Group,
                                     ("--exists", exists)) if on]
     if len(chosen) != 1:
         raise CliError("InvalidArgument", "Give exactly one of --created, --updated, --deleted or --exists.")
+    condition = chosen[0]
+    every = poll_interval(interval)
     client = cx.client
     path = client.hsm_path(resource_group, name)
-    every = poll_interval(interval)
-    start = time.monotonic()
-    condition = chosen[0]
+
+    def fetch() -> dict:
+        try:
+            return client.get(path, params={"api-version": HSM_API})
+        except CliError as exc:
+            if exc.status != 404:
+                raise
+            return {}
+
+    done = {"--deleted": lambda s: s == "NotFound", "--exists": lambda s: s != "NotFound"}.get(
+        condition, lambda s: s in CREATE_TERMINAL)
     with cx.out.progress(f"{name} {condition.lstrip('-')}") as progress:
-        while True:
-            try:
-                hsm = client.get(path, params={"api-version": HSM_API})
-            except CliError as exc:
-                if exc.status != 404:
-                    raise
-                hsm = None
-            state = state_of(hsm) if hsm else "NotFound"
-            progress.update(state)
-            if condition == "--deleted" and hsm is None:
-                break
-            if condition == "--exists" and hsm is not None:
-                break
-            if condition in ("--created", "--updated") and hsm is not None:
-                if state == "Succeeded":
-                    break
-                if state in ("Failed", "Canceled"):
-                    raise failed_error(hsm)
-            if time.monotonic() - start > timeout:
-                raise CliError("WaitTimeout", f"'{name}' is still {state} after {timeout:g} s.")
-            time.sleep(pause(every))
-    result = hsm if hsm is not None else {"name": name, "status": "NotFound"}
-    cx.out.result(result, lambda _d: cx.out.print(f"{name}: {state}"))
+        poll = Poll(fetch=fetch, state_of=lambda b: state_of(b) if b else "NotFound", done=done, interval=every,
+                    timeout=timeout)
+        hsm = poll.run(lambda s, _b: progress.update(s))
+    state = state_of(hsm) if hsm else "NotFound"
+    if condition in ("--created", "--updated") and state != "Succeeded":
+        raise failed_error(hsm)
+    cx.out.result(hsm or {"name": name, "status": "NotFound"}, lambda _d: cx.out.print(f"{name}: {state}"))
 
 
 @service_command(app, "endpoints")

@@ -13,7 +13,7 @@ from hsmcloud.config import DEFAULT_PORT, DEFAULT_REGIONS, DEFAULT_STATE_DIR, Se
 
 app = typer.Typer(help="hsmcloud: dedicated HSMs (Luna and payShield class) as a local cloud service.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @app.command()
@@ -42,7 +42,23 @@ def up(
                         regions=tuple(region), gateway_provision_seconds=gateway_seconds,
                         step_delay_seconds=step_delay, retry_after_seconds=retry_after,
                         device_ssh_port=device_ssh_port, run_worker=not no_worker)
-    server, endpoint = build_server(settings)
+    if port:
+        import socket
+
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind((settings.host, port))
+        except OSError as exc:
+            console.print(f"[red]error:[/] cannot listen on {settings.host}:{port} ({exc.strerror}). Another "
+                          "hsmcloud may be running there: stop it, or pick another port with --port.")
+            raise typer.Exit(1)
+        finally:
+            probe.close()
+    try:
+        server, endpoint = build_server(settings)
+    except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
+        console.print(f"[red]error:[/] hsmcloud could not start: {exc.__class__.__name__}: {exc}")
+        raise typer.Exit(1)
 
     async def serve():
         task = asyncio.create_task(server.serve())
@@ -62,7 +78,14 @@ def up(
             console.print("Ctrl-C stops it; a restart keeps every resource.")
         await task
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            console.print("[red]error:[/] hsmcloud stopped during start-up (see the message above).")
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()
@@ -91,17 +114,12 @@ def token(
 
 
 def _register_subcommands() -> None:
-    import importlib
+    from hsmcloud.cli import hsm, network, operator, quota
 
-    for module, name in (("hsmcloud.cli.operator", "operator"), ("hsmcloud.cli.hsm", "hsm"),
-                         ("hsmcloud.cli.network", "network"), ("hsmcloud.cli.quota", "quota")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        app.add_typer(mod.app, name=name)
+    app.add_typer(operator.app, name="operator")
+    app.add_typer(hsm.app, name="hsm")
+    app.add_typer(network.app, name="network")
+    app.add_typer(quota.app, name="quota")
 
 
 _register_subcommands()

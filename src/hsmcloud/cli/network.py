@@ -166,12 +166,11 @@ def delete_group(cx: Ctx, resource_group: Group,
     """Delete a resource group and its network. Dedicated HSMs in it are NOT deleted: they become orphaned."""
     client = cx.client
     client.get(client.group_path(resource_group), params={"api-version": GROUPS_API})  # it must exist
-    hsms = client.pages(f"/subscriptions/{client.sub}/resourceGroups/{resource_group}/providers/"
-                        "Microsoft.HardwareSecurityModules/dedicatedHSMs", params={"api-version": HSM_API})
+    hsms = client.pages(client.hsm_path(resource_group), params={"api-version": HSM_API})
     names = [h.get("name") for h in hsms]
     if names:
         cx.out.note(f"WARNING: resource group '{resource_group}' holds dedicated HSM(s) {', '.join(names)}. Deleting "
-                    "the group does NOT delete them: they become ORPHANED, keep their devices and STAY BILLED until "
+                    "the group does NOT delete them: they become ORPHANED (out of your reach) and STAY BILLED until "
                     "the provider force-deletes them. Zeroize and delete them first ('hsmcloud hsm delete').",
                     style="bold red")
     if not yes:
