@@ -110,3 +110,52 @@ def test_older_api_versions_use_their_reference_field(cloud, api_version, ref):
         assert ref in prof["networkInterfaces"][0]
         assert ("systemData" in r.json()) == (api_version != "2018-10-31-preview")
     client.dedicated_hsm.begin_delete("hsm-rg", "old1").result()
+
+
+def test_sdk_model_objects_and_async_client(cloud):
+    """The SDK's own model classes (serialized without read-only fields), and its aio client."""
+    import asyncio
+
+    from azure.mgmt.hardwaresecuritymodules import models as m
+    from azure.mgmt.hardwaresecuritymodules.aio import HardwareSecurityModulesMgmtClient as AsyncClient
+
+    from tests.helpers import StaticCredential
+
+    sub = cloud.new_subscription()
+    with cloud.http(sub) as c:
+        subnet = make_network(c, sub)
+    client = sdk_client(cloud, sub)
+    model = m.DedicatedHsm(
+        location="eastus", sku=m.Sku(name="SafeNet Luna Network HSM A790"), tags={"Environment": "dogfood"},
+        properties=m.DedicatedHsmProperties(
+            network_profile=m.NetworkProfile(subnet=m.ApiEntityReference(resource_id=subnet),
+                                             network_interfaces=[m.NetworkInterface(private_ip_address="10.2.1.9")]),
+            stamp_id="stamp2"))
+    hsm = client.dedicated_hsm.begin_create_or_update("hsm-rg", "model1", model).result()
+    assert hsm.properties.stamp_id == "stamp2"
+    assert hsm.properties.network_profile.network_interfaces[0].private_ip_address == "10.2.1.9"
+    assert hsm.system_data.created_by_type == "User"
+    patched = client.dedicated_hsm.begin_update("hsm-rg", "model1",
+                                                 m.DedicatedHsmPatchParameters(tags={"a": "b"})).result()
+    assert patched.tags == {"a": "b"}
+
+    async def with_aio():
+        class AsyncCred:
+            def __init__(self, tok):
+                self._cred = StaticCredential(tok)
+
+            async def get_token(self, *scopes, **kw):
+                return self._cred.get_token(*scopes)
+
+            async def close(self):
+                pass
+
+        async with AsyncClient(AsyncCred(cloud.token(sub)), sub, base_url=cloud.url, connection_verify=cloud.ca,
+                               polling_interval=0, retry_total=0) as aclient:
+            names = [h.name async for h in aclient.dedicated_hsm.list_by_resource_group("hsm-rg")]
+            poller = await aclient.dedicated_hsm.begin_delete("hsm-rg", "model1")
+            await poller.result()
+            return names
+    assert asyncio.run(with_aio()) == ["model1"]
+    with pytest.raises(ResourceNotFoundError):
+        client.dedicated_hsm.get("hsm-rg", "model1")
