@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +30,11 @@ class Settings:
     # Appliance ports: 0 means an ephemeral port per device (recorded in the store).
     device_ssh_port: int = 0
     device_mgmt_port: int = 0
-    # First octets of the per-device loopback addresses (127.<region>.<stamp>.<n>).
-    loopback_share_single: bool = False
+    # Payment devices' HOST1/HOST2 port (1500 on the real device); 0 means ephemeral.
+    device_host_port: int = 0
+    # Devices get their own loopback address 127.<stamp id>.<kind>.<10+slot> where the OS routes all of
+    # 127.0.0.0/8 (Linux); elsewhere (macOS) they share 127.0.0.1 and differ by port.
+    loopback_share_single: bool = field(default_factory=lambda: not sys.platform.startswith("linux"))
     # Identifies this replica when it leases long-running operations.
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     run_worker: bool = True

@@ -29,6 +29,8 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # The store holds per-device management tokens: only the service's user may read the directory.
+    settings.state_dir.chmod(0o700)
     store = Store(settings.resolved_database_url)
     for attempt in range(3):
         try:

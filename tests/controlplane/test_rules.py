@@ -221,7 +221,7 @@ def test_quota_per_region_and_stamp_and_increase(cloud):
         assert "quota is 4 per region" in failed["properties"]["statusMessage"]
         # The tenant asks for more; an operator grants it; the retry succeeds.
         r = c.post(f"/subscriptions/{sub}/providers/Microsoft.HardwareSecurityModules/locations/eastus/quotaRequests",
-                   json={"perRegion": 6, "perStamp": 3, "reason": "more"})
+                   params={"api-version": HSM_API}, json={"perRegion": 6, "perStamp": 3, "reason": "more"})
         assert r.status_code == 201, r.text
         req_id = r.json()["id"]
     with cloud.http(operator=True) as op:
@@ -279,3 +279,68 @@ def test_delete_is_a_long_running_operation(cloud):
         # Done: the result stays readable, and deleting again is a no-op.
         assert c.get(r.headers["location"]).status_code == 200
         assert c.delete(hsm_url(sub, "hsm-rg", "lro1"), params={"api-version": HSM_API}).status_code == 204
+
+
+def test_full_subnet_fails_the_deployment_cleanly(cloud):
+    sub = cloud.new_subscription()
+    with cloud.http(operator=True) as op:
+        op.put(f"/operator/subscriptions/{sub}/quotas/westus", json={"perRegion": 8, "perStamp": 4})
+    with cloud.http(sub) as c:
+        make_network(c, sub, location="westus", prefix="10.7")
+        base = f"/subscriptions/{sub}/resourceGroups/hsm-rg/providers/Microsoft.Network/virtualNetworks/hsm-vnet"
+        r = c.put(f"{base}/subnets/tiny", params={"api-version": NET_API}, json={"properties": {
+            "addressPrefix": "10.7.2.0/29", "delegations": [
+                {"name": "d", "properties": {"serviceName": "Microsoft.HardwareSecurityModules/dedicatedHSMs"}}]}})
+        assert r.status_code == 201, r.text
+        tiny = f"{base}/subnets/tiny"
+        for i in range(4):  # a /29 has 3 usable addresses
+            assert put_hsm(c, sub, "hsm-rg", f"tiny{i}", hsm_body(tiny, location="westus")).status_code == 200
+        states = [wait_terminal(c, sub, "hsm-rg", f"tiny{i}")["properties"] for i in range(4)]
+        assert [p["provisioningState"] for p in states].count("Succeeded") == 3, [p.get("error") for p in states]
+        failed = next(p for p in states if p["provisioningState"] == "Failed")
+        assert failed["error"]["code"] == "SubnetIsFull"
+    with cloud.http(operator=True) as op:
+        billed = {b["name"]: b for b in op.get("/operator/billing", params={"subscription": sub}).json()["value"]}
+        # A deployment that never got a device is not billed.
+        assert sorted(b["billing"] for b in billed.values()) == ["not billed", "running", "running", "running"]
+
+
+def test_changes_that_would_move_a_deployed_hsm_are_refused(cloud):
+    sub = cloud.new_subscription()
+    with cloud.http(sub) as c:
+        subnet = make_network(c, sub)
+        put_hsm(c, sub, "hsm-rg", "fixed1", hsm_body(subnet, ip="10.2.1.40", tags={"a": "1"}))
+        wait_terminal(c, sub, "hsm-rg", "fixed1")
+        r = put_hsm(c, sub, "hsm-rg", "fixed1", hsm_body(subnet, ip="10.2.1.41"))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "PropertyChangeNotAllowed"
+        assert "privateIpAddress" in r.json()["error"]["message"]
+        # The same body with new tags is an update.
+        r = put_hsm(c, sub, "hsm-rg", "fixed1", hsm_body(subnet, ip="10.2.1.40", tags={"a": "2"}))
+        assert r.status_code == 200 and r.json()["tags"] == {"a": "2"}
+
+
+def test_delete_during_create_is_refused_until_it_finishes(cloud):
+    sub = cloud.new_subscription()
+    cloud.settings.step_delay_seconds = 0.5
+    try:
+        with cloud.http(sub) as c:
+            subnet = make_network(c, sub)
+            put_hsm(c, sub, "hsm-rg", "busy1", hsm_body(subnet))
+            r = c.delete(hsm_url(sub, "hsm-rg", "busy1"), params={"api-version": HSM_API})
+            assert r.status_code == 409 and r.json()["error"]["code"] == "AnotherOperationInProgress"
+    finally:
+        cloud.settings.step_delay_seconds = 0.0
+    with cloud.http(sub) as c:
+        assert wait_terminal(c, sub, "hsm-rg", "busy1")["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_operator_inputs_are_checked(cloud):
+    sub = cloud.new_subscription(allowlist=False)
+    with cloud.http(operator=True) as op:
+        r = op.put(f"/operator/subscriptions/{sub}/allowlist", json={"allowlisted": "false"})
+        assert r.status_code == 400
+        assert op.get("/operator/events", params={"limit": "abc"}).status_code == 400
+        assert op.put(f"/operator/subscriptions/{sub}/quotas/mars", json={"perRegion": 1, "perStamp": 1}
+                      ).status_code == 400
+        subs = {x["subscriptionId"]: x for x in op.get("/operator/subscriptions").json()["value"]}
+        assert subs.get(sub, {}).get("allowlisted") in (None, False)

@@ -12,9 +12,9 @@ from hsmcloud.arm import render
 from hsmcloud.arm.api_versions import require_api_version
 from hsmcloud.arm.auth import for_subscription, principal_of
 from hsmcloud.arm.paging import page
-from hsmcloud.controlplane.operations import get_operation, operation_json
+from hsmcloud.controlplane.operations import get_operation, in_progress_for, operation_json
 from hsmcloud.controlplane.skus import SKUS
-from hsmcloud.errors import InvalidRequest, ServiceUnavailable
+from hsmcloud.errors import Conflict, InvalidRequest, ServiceUnavailable
 from hsmcloud.store.models import Device
 
 NS = "Microsoft.HardwareSecurityModules"
@@ -110,8 +110,6 @@ def device_reports(svc, serial: str | None) -> tuple[bool | None, bool | None]:
     with svc.store.session() as s:
         d = s.get(Device, serial)
         kind, address, port, token = d.kind, d.loopback_address, d.mgmt_port, d.mgmt_token
-    if kind != "luna":
-        return None, None
     if not port:
         raise ServiceUnavailable(f"The HSM's device {serial} is not running, so its zeroized state cannot be read. "
                                  "Retry shortly; the provider has been alerted.", code="DeviceUnreachable")
@@ -121,7 +119,10 @@ def device_reports(svc, serial: str | None) -> tuple[bool | None, bool | None]:
     except httpx.HTTPError:
         raise ServiceUnavailable(f"The HSM's device {serial} does not answer on its management interface. Retry "
                                  "shortly; the provider has been alerted.", code="DeviceUnreachable") from None
-    return bool(resp.json().get("zeroized")), None
+    health = resp.json()
+    if kind == "payshield":
+        return None, bool(health.get("released"))
+    return bool(health.get("zeroized")), None
 
 
 def operation_location(request: Request, sub: str, location: str, op_id: str, version: str) -> str:
@@ -144,6 +145,14 @@ def delete(request: Request, subscription_id: str, rg: str, name: str):
         h = svc.hsms.find(s, sub, rg, name)
         if h is None:
             return Response(status_code=204)
+        running = in_progress_for(s, h.id)
+        if running is not None and running.kind == "hsm.delete":
+            loc = operation_location(request, sub, running.location, running.id, version)
+            return Response(status_code=202, headers={"Location": loc,
+                                                      "Retry-After": str(svc.settings.retry_after_seconds)})
+        if running is not None:
+            raise Conflict(f"Dedicated HSM '{h.name}' is {h.provisioning_state}: wait for the running operation to "
+                           "finish before deleting it.", code="AnotherOperationInProgress")
         serial = h.device_serial if not h.force_delete else None
     zeroized, released = device_reports(svc, serial)
     with svc.store.session() as s:
@@ -201,10 +210,16 @@ def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: s
                                  "once it is Succeeded.", code="HsmNotProvisioned")
         d = s.get(Device, h.device_serial)
         nics = svc.hsms.nics_of(s, h)
-        ports = {"ssh": d.ssh_port} if d.kind == "luna" and d.ssh_port else {}
-        return {"name": h.name, "sku": h.sku, "serial": d.serial, "kind": d.kind, "address": d.loopback_address,
-                "privateIpAddresses": [n.private_ip for n in nics], "ports": ports,
-                "emulated": d.kind == "luna"}
+        out = {"name": h.name, "sku": h.sku, "serial": d.serial, "kind": d.kind, "address": d.loopback_address,
+               "privateIpAddresses": [n.private_ip for n in nics]}
+        if d.kind == "luna":
+            out["ports"] = {"ssh": d.ssh_port}
+        else:
+            # HOST1/HOST2 for payment applications; the management port and the tenant's credential
+            # for it stand in for payShield Manager on the management NIC.
+            out["ports"] = {"host1": d.host1_port, "host2": d.host2_port, "management": d.mgmt_port}
+            out["managementToken"] = d.tenant_token
+        return out
 
 
 @router.get("/providers/Microsoft.HardwareSecurityModules/operations")

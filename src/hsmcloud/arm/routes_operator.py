@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from hsmcloud.arm.auth import operator
 from hsmcloud.arm.routes_hsm import json_body, operation_location, services
+from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import fleet_view, subscriptions
 from hsmcloud.controlplane.hsms import live_key, validate_name
 from hsmcloud.controlplane.scope import utcnow
@@ -35,7 +36,10 @@ async def allowlist(request: Request, sub: str):
     allowed = True
     if raw:
         body = await json_body(request)
-        allowed = bool(body.get("allowlisted", True)) if isinstance(body, dict) else True
+        if not isinstance(body, dict) or not isinstance(body.get("allowlisted", True), bool):
+            raise InvalidRequest("Send {\"allowlisted\": true} or {\"allowlisted\": false} (a JSON boolean).",
+                                 code="InvalidRequestContent")
+        allowed = body.get("allowlisted", True)
     svc = services(request)
     with svc.store.session() as s:
         return subscriptions.allowlist(s, sub, actor=who.name, allowed=allowed)
@@ -125,7 +129,10 @@ def billing(request: Request):
 def events(request: Request):
     operator(request)
     svc = services(request)
-    limit = min(int(request.query_params.get("limit", "200")), 1000)
+    raw = request.query_params.get("limit", "200")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest(f"limit must be a whole number from 1 to 1000, not '{raw}'.", code="InvalidLimit")
+    limit = int(raw)
     with svc.store.session() as s:
         rows = s.scalars(select(Event).order_by(Event.id.desc()).limit(limit))
         return {"value": [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
@@ -145,7 +152,7 @@ def force_delete(request: Request, sub: str, rg: str, name: str):
             raise NotFound(f"No dedicated HSM '{name}' in resource group '{rg}' of subscription {sub}.")
         h.force_delete = True
         h.modified_at = utcnow()
-        subscriptions.record(s, who.name, "hsm.force-delete", h.id)
+        subscriptions.record(s, who.name, "hsm.force-delete", arm_id(h))
         op = svc.hsms.begin_delete(s, who, h, zeroized=None)
         out = {"operationId": op.id, "hsm": fleet_view.hsm_summary(h),
                "location": operation_location(request, sub, op.location, op.id, "2025-03-31")}

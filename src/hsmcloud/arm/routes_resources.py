@@ -98,7 +98,10 @@ def group_operation_result(request: Request, subscription_id: str, op_id: str):
     svc = services(request)
     with svc.store.session() as s:
         op = get_operation(s, sub, op_id)
-        return Response(status_code=202 if op.status == "InProgress" else 200)
+        if op.status == "InProgress":
+            return Response(status_code=202)
+        warnings = [op.error] if op.error else []
+        return JSONResponse({"status": op.status, "warnings": warnings}, status_code=200)
 
 
 def _wants_hidden(request: Request) -> bool:
@@ -185,22 +188,41 @@ def _visible(request: Request, items: list[dict]) -> list[dict]:
 Q = "/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/locations/{location}"
 
 
+def _known_region(s, location: str) -> str:
+    from hsmcloud.store.models import Stamp
+    regions = set(s.scalars(select(Stamp.region).distinct()))
+    location = location.replace(" ", "").lower()
+    if location not in regions:
+        raise InvalidRequest(f"The location '{location}' has no dedicated HSMs; use one of "
+                             f"{', '.join(sorted(regions))}.", code="LocationNotAvailableForResourceType")
+    return location
+
+
+def _hsm_version(request: Request) -> str:
+    return require_api_version(request.query_params.get("api-version"), ids.HSM_PROVIDER)
+
+
 @router.get(Q + "/quota")
 def get_quota(request: Request, subscription_id: str, location: str):
+    _hsm_version(request)
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
+        location = _known_region(s, location)
         per_region, per_stamp = subscriptions.quota_for(s, sub, location)
         used = len([h for h in s.scalars(select(DedicatedHsm).where(
             DedicatedHsm.subscription_id == sub, DedicatedHsm.location == location,
             DedicatedHsm.live_key.is_not(None)))])
-        allowlisted = subscriptions.ensure_subscription(s, sub).allowlisted
+        from hsmcloud.store.models import Subscription
+        row = s.get(Subscription, sub)
+        allowlisted = bool(row and row.allowlisted)
     return {"subscriptionId": sub, "region": location, "perRegion": per_region, "perStamp": per_stamp,
             "used": used, "allowlisted": allowlisted}
 
 
 @router.post(Q + "/quotaRequests")
 async def request_quota(request: Request, subscription_id: str, location: str):
+    _hsm_version(request)
     principal, sub = for_subscription(request, subscription_id)
     body = await json_body(request)
     svc = services(request)
@@ -209,9 +231,10 @@ async def request_quota(request: Request, subscription_id: str, location: str):
 
     def work():
         with svc.store.session() as s:
-            cur_region, cur_stamp = subscriptions.quota_for(s, sub, location)
+            loc = _known_region(s, location)
+            cur_region, cur_stamp = subscriptions.quota_for(s, sub, loc)
             req = subscriptions.request_increase(
-                s, sub, location, per_region=body.get("perRegion", cur_region),
+                s, sub, loc, per_region=body.get("perRegion", cur_region),
                 per_stamp=body.get("perStamp", cur_stamp), reason=str(body.get("reason", "")), actor=principal.name)
             return subscriptions.quota_request_json(req)
     return JSONResponse(await run_in_threadpool(work), status_code=201)
@@ -219,8 +242,10 @@ async def request_quota(request: Request, subscription_id: str, location: str):
 
 @router.get(Q + "/quotaRequests")
 def list_quota_requests(request: Request, subscription_id: str, location: str):
+    _hsm_version(request)
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
+        location = _known_region(s, location)
         return {"value": [subscriptions.quota_request_json(r) for r in subscriptions.list_requests(s, sub)
                           if r.region == location]}

@@ -277,7 +277,7 @@ def delete(cx: Ctx, name: Name, resource_group: Group,
     if resp.status_code == 202 and location and not no_wait:
         wait_delete(cx, location, name, interval=interval, timeout=timeout)
         cx.out.result({"name": name, "status": "Deleted"},
-                      lambda _d: cx.out.print(f"Dedicated HSM '{name}' deleted; its device was returned to the pool."))
+                      lambda _d: cx.out.print(f"Dedicated HSM '{name}' deleted."))
         return
     cx.out.result({"name": name, "status": "Accepted", "location": location},
                   lambda _d: cx.out.print(f"Deletion of '{name}' accepted."))

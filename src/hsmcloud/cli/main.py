@@ -30,6 +30,9 @@ def up(
     retry_after: int = typer.Option(1, "--retry-after", help="Retry-After seconds on long-running operations."),
     device_ssh_port: int = typer.Option(0, "--device-ssh-port",
                                         help="SSH port of every appliance on its own address (0: any free port)."),
+    share_loopback: Optional[bool] = typer.Option(
+        None, "--share-loopback/--own-loopback",
+        help="Devices share 127.0.0.1 (default where the OS has only it, e.g. macOS) or get 127.x.y.z each."),
     no_worker: bool = typer.Option(False, "--no-worker", help="Serve the API only; another replica runs steps."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
@@ -42,6 +45,8 @@ def up(
                         regions=tuple(region), gateway_provision_seconds=gateway_seconds,
                         step_delay_seconds=step_delay, retry_after_seconds=retry_after,
                         device_ssh_port=device_ssh_port, run_worker=not no_worker)
+    if share_loopback is not None:
+        settings.loopback_share_single = share_loopback
     if port:
         import socket
 
@@ -104,8 +109,13 @@ def token(
     if operator == (subscription is not None):
         console.print("[red]error:[/] give exactly one of --subscription <uuid> or --operator")
         raise typer.Exit(2)
+    state_dir = state_dir.expanduser()
+    if not TokenAuthority.key_file(state_dir).exists():
+        console.print(f"[red]error:[/] {state_dir} has no token signing key: start the service there first "
+                      "('hsmcloud up --state-dir ...') or point --state-dir at its state directory.")
+        raise typer.Exit(2)
     try:
-        tok = TokenAuthority(state_dir.expanduser()).issue(subscription_id=subscription, operator=operator,
+        tok = TokenAuthority(state_dir).issue(subscription_id=subscription, operator=operator,
                                                            lifetime=timedelta(hours=hours))
     except HsmCloudError as exc:
         console.print(f"[red]error:[/] {exc.message}")

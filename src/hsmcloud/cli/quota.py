@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from hsmcloud.cli.client import CliError
+from hsmcloud.cli.client import HSM_API, CliError
 from hsmcloud.cli.common import Ctx, service_command
 
 app = typer.Typer(help="Your dedicated-HSM quota per region, and quota-increase requests.", no_args_is_help=True)
@@ -28,7 +28,7 @@ REQUEST_COLUMNS = ["Id", "Region", "Per region", "Per stamp", "Status", "Created
 def show(cx: Ctx, location: Region):
     """Quota in force, HSMs in use, and whether the subscription is allowlisted."""
     client = cx.client
-    q = client.get(client.location_path(location) + "/quota")
+    q = client.get(client.location_path(location) + "/quota", params={"api-version": HSM_API})
 
     def human(d: dict) -> None:
         allow = Text("yes", style="green") if d.get("allowlisted") else Text(
@@ -55,7 +55,7 @@ def request(cx: Ctx, location: Region,
         body["perRegion"] = per_region
     if per_stamp is not None:
         body["perStamp"] = per_stamp
-    r = client.post(client.location_path(location) + "/quotaRequests", body)
+    r = client.post(client.location_path(location) + "/quotaRequests", body, params={"api-version": HSM_API})
 
     def human(d: dict) -> None:
         cx.out.print(f"Quota request {d.get('id')}: {d.get('status')} ({d.get('perRegion')} per region, "
@@ -68,6 +68,6 @@ def request(cx: Ctx, location: Region,
 def list_(cx: Ctx, location: Region):
     """Your quota requests in a region."""
     client = cx.client
-    items = client.get(client.location_path(location) + "/quotaRequests").get("value") or []
+    items = client.get(client.location_path(location) + "/quotaRequests", params={"api-version": HSM_API}).get("value") or []
     cx.out.result(items, lambda xs: cx.out.table(REQUEST_COLUMNS, [request_row(r) for r in xs],
                                                  empty="No quota requests."))

@@ -54,7 +54,9 @@ def devices(s: Session, region: str | None = None) -> list[dict]:
 def hsm_summary(h: DedicatedHsm) -> dict:
     return {"id": ids.hsm_id(h.subscription_id, h.rg_name, h.name), "subscriptionId": h.subscription_id,
             "resourceGroup": h.rg_name, "name": h.name, "location": h.location, "sku": h.sku,
-            "provisioningState": h.provisioning_state, "device": h.device_serial, "orphaned": h.orphaned,
+            "provisioningState": h.provisioning_state,
+            "device": None if h.deleted_at else h.device_serial,
+            "lastDevice": h.device_serial if h.deleted_at else None, "orphaned": h.orphaned,
             "forceDelete": h.force_delete, "createdAt": h.created_at.isoformat(),
             "deletedAt": h.deleted_at.isoformat() if h.deleted_at else None}
 
@@ -65,15 +67,20 @@ def orphans(s: Session) -> list[dict]:
 
 
 def billing(s: Session, subscription_id: str | None = None) -> list[dict]:
-    """Hours billed per HSM resource: from creation until deletion (or now), orphans included."""
+    """Hours billed per HSM resource: from the hand-over of its device until deletion (or now),
+    orphans included; every started hour counts. A deployment that never got a device is not billed."""
     now = utcnow()
     q = select(DedicatedHsm).order_by(DedicatedHsm.created_at)
     if subscription_id:
         q = q.where(DedicatedHsm.subscription_id == subscription_id)
     out = []
     for h in s.scalars(q):
+        if h.billing_started_at is None:
+            out.append(dict(hsm_summary(h), hours=0.0, billedHours=0, billing="not billed"))
+            continue
         end = h.deleted_at or now
-        hours = max((end - h.created_at).total_seconds(), 0) / 3600
-        out.append(dict(hsm_summary(h), hours=round(hours, 4), billedHours=max(1, math.ceil(hours - 1e-9)),
+        hours = max((end - h.billing_started_at).total_seconds(), 0) / 3600
+        out.append(dict(hsm_summary(h), billingStartedAt=h.billing_started_at.isoformat(), hours=round(hours, 4),
+                        billedHours=max(1, math.ceil(hours - 1e-9)),
                         billing="ended" if h.deleted_at else "running"))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import subscriptions
 from hsmcloud.controlplane.scope import ensure_subscription, find_group, key, require_group, utcnow
 from hsmcloud.errors import InvalidRequest
@@ -60,7 +61,7 @@ def delete_group(s: Session, principal: Principal, sub: str, name: str) -> list[
                                                   DedicatedHsm.live_key.is_not(None))):
         h.orphaned = True
         orphaned.append(h.name)
-        subscriptions.record(s, principal.name, "hsm.orphaned", h.id, group=name)
+        subscriptions.record(s, principal.name, "hsm.orphaned", arm_id(h), group=name)
     hsm_nic_subnets = set(s.scalars(select(NetworkInterface.subnet_id).where(NetworkInterface.hsm_id.is_not(None))))
     for gw in s.scalars(select(VirtualNetworkGateway).where(VirtualNetworkGateway.subscription_id == sub,
                                                             VirtualNetworkGateway.rg_key == rk)):

@@ -43,6 +43,11 @@ class CreateRequest:
     mgmt_ips: list[str | None]
 
 
+def arm_id(hsm: DedicatedHsm) -> str:
+    from hsmcloud.resource_ids import hsm_id
+    return hsm_id(hsm.subscription_id, hsm.rg_name, hsm.name)
+
+
 def live_key(sub: str, rg: str, name: str) -> str:
     return f"{sub}/{key(rg)}/{key(name)}"
 
@@ -216,7 +221,7 @@ class HsmService:
         s.flush()
         new_operation(s, kind="hsm.create", subscription_id=sub, location=req.location, target=hsm.id,
                       step="CheckingQuota")
-        subscriptions.record(s, principal.name, "hsm.create", hsm.id, name=name, sku=req.sku)
+        subscriptions.record(s, principal.name, "hsm.create", arm_id(hsm), sku=req.sku)
         return hsm, True
 
     def _put_existing(self, s: Session, principal: Principal, hsm: DedicatedHsm, req: CreateRequest) -> DedicatedHsm:
@@ -227,6 +232,8 @@ class HsmService:
                                          ("properties.networkProfile.subnet",
                                           hsm.network_profile.get("subnet_ref", "").lower(), req.subnet_ref.lower()))
                    if old != new]
+        if hsm.provisioning_state != "Failed":
+            changed += self._placement_changes(s, hsm, req)
         if changed:
             raise InvalidRequest(f"{', '.join(changed)} of an existing dedicated HSM cannot change. Delete it and "
                                  "create a new one instead.", code="PropertyChangeNotAllowed", target=changed[0])
@@ -246,8 +253,24 @@ class HsmService:
             hsm.provisioning_state, hsm.status_message, hsm.error = "CheckingQuota", STATUS["CheckingQuota"], None
             new_operation(s, kind="hsm.create", subscription_id=hsm.subscription_id, location=hsm.location,
                           target=hsm.id, step="CheckingQuota")
-            subscriptions.record(s, principal.name, "hsm.retry", hsm.id)
+            subscriptions.record(s, principal.name, "hsm.retry", arm_id(hsm))
         return hsm
+
+    def _placement_changes(self, s: Session, hsm: DedicatedHsm, req: CreateRequest) -> list[str]:
+        """Fields of a PUT that would move a deployed HSM (which only a new HSM can do)."""
+        changed = []
+        if req.stamp is not None and req.stamp != self.stamp_name(s, hsm):
+            changed.append("properties.stampId")
+        if req.zones is not None and req.zones != (hsm.zones or []):
+            changed.append("zones")
+        host = [n for n in self.nics_of(s, hsm) if not n.name.endswith("_HSMMgmtNic")]
+        for i, ip in enumerate(req.ips):
+            if ip is not None and (i >= len(host) or host[i].private_ip != ip):
+                changed.append(f"properties.networkProfile.networkInterfaces[{i}].privateIpAddress")
+        if req.mgmt_subnet_ref and hsm.management_network_profile and \
+                req.mgmt_subnet_ref.lower() != hsm.management_network_profile["subnet_ref"].lower():
+            changed.append("properties.managementNetworkProfile.subnet")
+        return changed
 
     def _check_network(self, s: Session, sub: str, location: str, subnet_ref: str, ips: list[str | None],
                        field: str, also_taken: list[str] | None = None) -> dict:
@@ -319,5 +342,5 @@ class HsmService:
         hsm.modified_at, hsm.modified_by = utcnow(), principal.name
         op = new_operation(s, kind="hsm.delete", subscription_id=hsm.subscription_id, location=hsm.location,
                            target=hsm.id, step="Reclaiming")
-        subscriptions.record(s, principal.name, "hsm.delete", hsm.id, force=hsm.force_delete)
+        subscriptions.record(s, principal.name, "hsm.delete", arm_id(hsm), force=hsm.force_delete)
         return op

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hsmcloud.controlplane import subscriptions
-from hsmcloud.controlplane.hsms import STATUS
+from hsmcloud.controlplane.hsms import STATUS, arm_id
 from hsmcloud.controlplane.operations import claim_next
-from hsmcloud.controlplane.scope import utcnow
+from hsmcloud.controlplane.scope import find_group, utcnow
 from hsmcloud.controlplane.skus import SKUS
 from hsmcloud.errors import Conflict, HsmCloudError, ServiceUnavailable
 from hsmcloud.fleet.device_host import DeviceHost, DeviceSpec
@@ -94,6 +95,9 @@ class Lifecycle:
             else:
                 self._retry_later(op_id, transient)
             return True
+        except HsmCloudError as rule:  # a rule broken mid-deployment (e.g. the subnet filled up)
+            await self._on_failure(op_id, kind, rule)
+            return True
         if next_step is None:
             self._finish(op_id)
         else:
@@ -138,6 +142,8 @@ class Lifecycle:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
             hsm.provisioning_state, hsm.status_message = shown, STATUS[shown]
+            if shown == "Succeeded" and hsm.billing_started_at is None:
+                hsm.billing_started_at = utcnow()  # the device is the tenant's from now on
         return nxt
 
     def _hsm_of(self, s, op_id: str) -> DedicatedHsm:
@@ -204,7 +210,7 @@ class Lifecycle:
                                     .values(state="allocated", hsm_id=hsm.id)).rowcount
                     if won == 1:
                         hsm.device_serial, hsm.stamp_id = serial, st.id
-                        subscriptions.record(s, "control-plane", "device.allocate", serial, hsm=hsm.id)
+                        subscriptions.record(s, "control-plane", "device.allocate", serial, hsm=arm_id(hsm))
                         return
             raise ServiceUnavailable("Devices were taken concurrently; retrying allocation.", code="AllocationRace")
 
@@ -223,7 +229,9 @@ class Lifecycle:
                     "through the virtual network's ExpressRoute gateway: create one in its GatewaySubnet, wait until "
                     "its provisioningState is Succeeded, then retry the deployment.", code="GatewayNotFound"))
             if self.network.gateway_state(gw) != "Succeeded":
-                gw_id = (f"/subscriptions/{gw.subscription_id}/resourceGroups/{gw.rg_key}/providers/"
+                gw_group = find_group(s, gw.subscription_id, gw.rg_key)
+                gw_id = (f"/subscriptions/{gw.subscription_id}/resourceGroups/"
+                         f"{gw_group.name if gw_group else gw.rg_key}/providers/"
                          f"Microsoft.Network/virtualNetworkGateways/{gw.name}")
                 raise StepFailed(Conflict(
                     f"Gateway '{gw.name}' of virtual network '{vnet.name}' is not ready (provisioningState "
@@ -265,29 +273,37 @@ class Lifecycle:
                                    private_ip=ip, allocation_method=method, hsm_id=hsm.id, created_at=now))
             s.flush()
 
-    def device_spec(self, device: Device) -> DeviceSpec:
+    def device_spec(self, s, device: Device) -> DeviceSpec:
+        lmk_slots, cps = 1, 60
+        if device.hsm_id:
+            hsm = s.get(DedicatedHsm, device.hsm_id)
+            if hsm is not None:
+                sku = SKUS[hsm.sku]
+                lmk_slots, cps = max(sku.lmk_count, 1), sku.calls_per_second or 60
         return DeviceSpec(serial=device.serial, kind=device.kind, address=device.loopback_address,
+                          mgmt_token=device.mgmt_token,
                           ssh_port=device.ssh_port or self.settings.device_ssh_port,
                           mgmt_port=device.mgmt_port or self.settings.device_mgmt_port,
-                          mgmt_token=device.mgmt_token)
+                          host1_port=device.host1_port or self.settings.device_host_port,
+                          host2_port=device.host2_port or self.settings.device_host_port,
+                          lmk_slots=lmk_slots, calls_per_second=cps)
 
     async def start_device(self, serial: str) -> ManagementClient:
         """Run the device's appliance (idempotent) and record its ports."""
         with self.store.session() as s:
-            spec = self.device_spec(s.get(Device, serial))
+            spec = self.device_spec(s, s.get(Device, serial))
         ports = await self.host.ensure_running(spec)
         with self.store.session() as s:
             device = s.get(Device, serial)
             device.ssh_port, device.mgmt_port = ports.ssh, ports.mgmt
-        return ManagementClient(ManagementEndpoint(serial=serial, address=spec.address, port=ports.mgmt,
-                                                   token=spec.mgmt_token))
+            device.host1_port, device.host2_port = ports.host1, ports.host2
+        return ManagementClient(ManagementEndpoint(serial=serial, kind=spec.kind, address=spec.address,
+                                                   port=ports.mgmt, token=spec.mgmt_token))
 
     async def _provision(self, op_id: str) -> None:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
             serial, kind = hsm.device_serial, SKUS[hsm.sku].device_kind
-        if kind != "luna":
-            return  # payment appliances are not emulated in this release (docs/differences.md)
         mgmt = await self.start_device(serial)
         check = await mgmt.pristine()
         if not check.get("pristine"):
@@ -298,6 +314,13 @@ class Lifecycle:
                 raise ServiceUnavailable(f"Device {serial} is not pristine: {check.get('findings')}",
                                          code="DeviceNotPristine")
         await mgmt.health()
+        if kind == "payshield":
+            with self.store.session() as s:
+                device = s.get(Device, serial)
+                if not device.tenant_token:
+                    device.tenant_token = secrets.token_urlsafe(32)
+                token = device.tenant_token
+            await mgmt.hand_over(token)
 
     async def _on_failure(self, op_id: str, kind: str, error: HsmCloudError) -> None:
         with self.store.session() as s:
@@ -315,24 +338,20 @@ class Lifecycle:
             hsm.status_message = error.message
             hsm.error = {"code": error.code, "message": error.message, "details": error.details or [
                 {"code": error.code, "message": error.message}]}
-            subscriptions.record(s, "control-plane", f"{kind}.failed", hsm.id, code=error.code)
+            subscriptions.record(s, "control-plane", f"{kind}.failed", arm_id(hsm), code=error.code)
         self._finish(op_id, error)
 
     async def _return_device(self, serial: str, *, reason: str) -> bool:
         """Reset a device, check it pristine and put it back in the free pool; quarantine it otherwise."""
-        with self.store.session() as s:
-            device = s.get(Device, serial)
-            kind = device.kind
-        pristine, findings = True, []
-        if kind == "luna":
-            mgmt = await self.start_device(serial)
-            await mgmt.reset()
-            check = await mgmt.pristine()
-            pristine, findings = bool(check.get("pristine")), check.get("findings", [])
-            await self.host.stop(serial)
+        mgmt = await self.start_device(serial)
+        await mgmt.reset()
+        check = await mgmt.pristine()
+        pristine, findings = bool(check.get("pristine")), check.get("findings", [])
+        await self.host.stop(serial)
         with self.store.session() as s:
             device = s.get(Device, serial)
             device.hsm_id = None
+            device.tenant_token = None
             device.state = "free" if pristine else "failed"
             device.last_checked_pristine_at = utcnow() if pristine else device.last_checked_pristine_at
             subscriptions.record(s, "control-plane", "device.return" if pristine else "device.quarantine", serial,
@@ -355,15 +374,15 @@ class Lifecycle:
                 s.delete(nic)
             hsm.live_key = None
             hsm.deleted_at = utcnow()
-            subscriptions.record(s, "control-plane", "hsm.deleted", hsm.id, device=serial)
+            hsm.provisioning_state, hsm.status_message = "Deleted", "The dedicated HSM was deleted."
+            subscriptions.record(s, "control-plane", "hsm.deleted", arm_id(hsm), device=serial)
         return DELETE_STEPS[step]
 
     # ---- start-up -------------------------------------------------------------------------------
     async def restart_allocated_devices(self) -> None:
         """After a restart, bring back the appliances of devices that tenants hold."""
         with self.store.session() as s:
-            serials = list(s.scalars(select(Device.serial).where(Device.state == "allocated",
-                                                                 Device.kind == "luna")))
+            serials = list(s.scalars(select(Device.serial).where(Device.state == "allocated")))
         for serial in serials:
             try:
                 await self.start_device(serial)

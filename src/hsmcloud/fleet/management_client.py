@@ -14,6 +14,7 @@ from hsmcloud.errors import ServiceUnavailable
 @dataclass(frozen=True, kw_only=True)
 class ManagementEndpoint:
     serial: str
+    kind: str
     address: str
     port: int
     token: str
@@ -29,11 +30,11 @@ class ManagementClient:
         self.endpoint = endpoint
         self.timeout = timeout
 
-    async def _call(self, method: str, path: str) -> dict:
+    async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         try:
             async with httpx.AsyncClient(base_url=self.endpoint.base_url, timeout=self.timeout,
                                          headers={"Authorization": f"Bearer {self.endpoint.token}"}) as client:
-                resp = await client.request(method, path)
+                resp = await client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(f"Device {self.endpoint.serial} does not answer on its management interface "
                                      f"({exc.__class__.__name__}). The provider has been alerted; retry later.",
@@ -47,7 +48,14 @@ class ManagementClient:
         return await self._call("GET", "/health")
 
     async def reset(self) -> dict:
+        """Erase every trace of the tenant: a factory reset (Luna) or an out-of-band release (payShield)."""
+        if self.endpoint.kind == "payshield":
+            return await self._call("POST", "/provider/release")
         return await self._call("POST", "/provider/reset")
+
+    async def hand_over(self, tenant_token: str) -> dict:
+        """Give the tenant its credential for a payment device's management interface."""
+        return await self._call("PUT", "/provider/tenant", {"token": tenant_token})
 
     async def pristine(self) -> dict:
         return await self._call("GET", "/provider/pristine")

@@ -36,9 +36,13 @@ class TokenAuthority:
     """Issues and verifies tokens; the private key never leaves `identity/` in the state dir."""
 
     def __init__(self, state_dir: Path):
-        self.key_path = state_dir / "identity" / "token-signing-key.pem"
+        self.key_path = self.key_file(state_dir)
         self._key = self._load_or_create()
         self._public = self._key.public_key()
+
+    @staticmethod
+    def key_file(state_dir: Path) -> Path:
+        return state_dir / "identity" / "token-signing-key.pem"
 
     def _load_or_create(self) -> Ed25519PrivateKey:
         if self.key_path.exists():

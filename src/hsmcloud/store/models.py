@@ -165,7 +165,11 @@ class Device(Base):
     loopback_address: Mapped[str] = mapped_column(String(45))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
     mgmt_port: Mapped[int | None] = mapped_column(Integer)
+    host1_port: Mapped[int | None] = mapped_column(Integer)
+    host2_port: Mapped[int | None] = mapped_column(Integer)
     mgmt_token: Mapped[str] = mapped_column(String(128))
+    # The tenant's credential for a payment device's management interface, set at allocation.
+    tenant_token: Mapped[str | None] = mapped_column(String(128))
     last_checked_pristine_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -199,6 +203,8 @@ class DedicatedHsm(Base):
     modified_at: Mapped[datetime] = mapped_column(UTCDateTime())
     modified_by: Mapped[str] = mapped_column(String(128))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Billing runs from the hand-over of a device (Succeeded) until deletion; orphans keep running.
+    billing_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Operation(Base):

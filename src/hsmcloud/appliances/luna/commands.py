@@ -136,7 +136,7 @@ async def hsm_login(inv: Invocation) -> None:
     if failure.zeroized:
         raise AuthenticationFailed(
             "'hsm login' failed: incorrect HSM SO password. That was the "
-            f"{failure.consecutive_failures}. consecutive bad login, so the HSM is now ZEROIZED: all "
+            f"consecutive bad login number {failure.consecutive_failures}, so the HSM is now ZEROIZED: all "
             "partitions and objects are gone. Initialize it again with: hsm init -label <label>"
         )
     raise AuthenticationFailed(

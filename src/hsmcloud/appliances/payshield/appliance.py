@@ -1,0 +1,601 @@
+"""One emulated payShield 10K: state, host ports HOST1/HOST2 and management API together.
+
+Several appliances can run in one event loop, each on its own loopback address; an
+appliance keeps no global state and its state directory is its only storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import re
+import ssl
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import cards as _cards
+from . import keycrypto as kc
+from .domain import HostSettings, SecurityDomain
+from .errors import FirmwareRefused, HostError, InvalidRequest, LmkError, NotAuthorized
+from .host_commands import COMMANDS, ClearKey, Outcome, execute, open_key, seal_key
+from .host_server import HostPort, RateLimiter
+from .lmk import (
+    TYPE_USAGES,
+    KeyBlockAttributes,
+    KeyBlockLmk,
+    VariantLmk,
+    lmk_from_components,
+    material_of,
+    parse_key_type,
+)
+from .management import PROVIDER, TENANT, ManagementServer, create_management_app, token_digest
+from .product import (
+    DEFAULT_HOST_PORT,
+    LMK_SLOT_CHOICES,
+    MINIMUM_FIRMWARE,
+    MODEL,
+    PREMIUM_PACKAGE_FEATURES,
+    firmware_key,
+)
+from .state import ApplianceState
+
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(kw_only=True)
+class PayShieldConfig:
+    """Where and as what one appliance runs. Port 0 picks a free port."""
+
+    serial: str
+    state_dir: Path
+    address: str = "127.0.0.1"
+    #: HOST2 listens on its own loopback address if given (then both can use port 1500).
+    host2_address: str | None = None
+    host1_port: int = DEFAULT_HOST_PORT
+    host2_port: int = DEFAULT_HOST_PORT + 1
+    mgmt_port: int = 0
+    mgmt_token: str
+    lmk_slots: int = 1
+    calls_per_second: int = 60
+    header_length: int = 4
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+        if not _SERIAL.fullmatch(self.serial):
+            raise ValueError(f"invalid appliance serial {self.serial!r}")
+        for name in ("address", "host2_address"):
+            value = getattr(self, name)
+            if value is not None and not _loopback(value):
+                raise ValueError(f"{name} {value!r} is not a loopback address (127.0.0.0/8 or ::1)")
+        for name in ("host1_port", "host2_port", "mgmt_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be 0..65535")
+        if self.lmk_slots not in LMK_SLOT_CHOICES:
+            raise ValueError(f"lmk_slots must be one of {LMK_SLOT_CHOICES}")
+        if self.calls_per_second <= 0:
+            raise ValueError("calls_per_second must be positive")
+        if not 0 <= self.header_length <= 255:
+            raise ValueError("header_length must be 0..255")
+        if not self.mgmt_token:
+            raise ValueError("mgmt_token must not be empty")
+
+
+def firmware_number(version: str) -> str:
+    """The 9-character firmware number of NC/NO: the version without its space."""
+    return version.replace(" ", "")[:9].ljust(9)
+
+
+class PayShieldAppliance:
+    """An emulated payShield 10K. ``await start()``, use it, ``await stop()``; restartable."""
+
+    def __init__(self, config: PayShieldConfig) -> None:
+        self.config = config
+        self._state: ApplianceState | None = None
+        self._domain = SecurityDomain(lmk_slots=config.lmk_slots)
+        self._settings = HostSettings(header_length=config.header_length)
+        self._limiter = RateLimiter(config.calls_per_second)
+        self._host1: HostPort | None = None
+        self._host2: HostPort | None = None
+        self._mgmt: ManagementServer | None = None
+        self._mgmt_port: int | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self._tls_certificate: str | None = None
+        self._lifecycle_lock: asyncio.Lock | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._state is not None
+
+    async def start(self) -> None:
+        """Open the state and serve HOST1, HOST2 and management on the configured address."""
+        if self._state is not None:
+            raise RuntimeError(f"appliance {self.config.serial} is already running")
+        cfg = self.config
+        state = await asyncio.to_thread(ApplianceState.open, cfg.state_dir, cfg.serial)
+        self._state = state
+        self._lifecycle_lock = asyncio.Lock()
+        try:
+            self._load_from_state()
+            await self._start_host_ports(cfg.host1_port, cfg.host2_port)
+            mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token))
+            self._mgmt_port = await mgmt.start(cfg.address, cfg.mgmt_port)
+            self._mgmt = mgmt
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close the listeners and every connection; the state stays on disk. Idempotent."""
+        try:
+            if self._mgmt is not None:
+                await self._mgmt.stop()
+            await self._stop_host_ports()
+        finally:
+            if self._state is not None:
+                self._state.close()
+            self._state = self._mgmt = None
+            self._mgmt_port = None
+            self._domain.clear()
+
+    def _load_from_state(self) -> None:
+        state = self.state
+        device = state.device()
+        self._limiter.lifted = device.cps_limit_lifted
+        self._domain.clear()
+        for record in state.lmks():
+            lmk_id = f"{record.slot:02d}"
+            self._domain.lmks[record.slot] = (
+                VariantLmk(record.material)
+                if record.scheme == "variant"
+                else KeyBlockLmk(record.material, lmk_id)
+            )
+        stored = state.settings()
+        self._settings = HostSettings(
+            header_length=stored.get("header_length", self.config.header_length),
+            disabled_commands=frozenset(stored.get("disabled_commands", ())),
+            tls=bool(stored.get("host_tls", False)),
+            firmware_number=firmware_number(device.firmware),
+        )
+
+    async def _start_host_ports(self, port1: int, port2: int) -> None:
+        cfg = self.config
+        tls = self._host_tls_context() if self._settings.tls else None
+        host1 = HostPort("HOST1", self._process, self._frame_error)
+        await host1.start(cfg.address, port1, tls)
+        self._host1 = host1
+        host2 = HostPort("HOST2", self._process, self._frame_error)
+        await host2.start(cfg.host2_address or cfg.address, port2, tls)
+        self._host2 = host2
+
+    async def _stop_host_ports(self) -> None:
+        for port in (self._host1, self._host2):
+            if port is not None:
+                await port.stop()
+        self._host1 = self._host2 = None
+
+    async def _restart_host_ports(self) -> None:
+        ports = (self.host1_port, self.host2_port)
+        await self._stop_host_ports()
+        await self._start_host_ports(*ports)
+
+    @property
+    def state(self) -> ApplianceState:
+        if self._state is None:
+            raise RuntimeError(f"appliance {self.config.serial} is not running")
+        return self._state
+
+    def _port(self, port: HostPort | None) -> int:
+        if port is None or port.port is None:
+            raise RuntimeError(f"appliance {self.config.serial} is not running")
+        return port.port
+
+    @property
+    def host1_port(self) -> int:
+        return self._port(self._host1)
+
+    @property
+    def host2_port(self) -> int:
+        return self._port(self._host2)
+
+    @property
+    def host2_address(self) -> str:
+        return self.config.host2_address or self.config.address
+
+    @property
+    def mgmt_port(self) -> int:
+        if self._mgmt_port is None:
+            raise RuntimeError(f"appliance {self.config.serial} is not running")
+        return self._mgmt_port
+
+    @property
+    def host_tls_certificate(self) -> str | None:
+        """PEM of the host ports' TLS certificate while TLS is on."""
+        return self._tls_certificate if self._settings.tls else None
+
+    # -- host commands ------------------------------------------------------------------
+
+    async def _process(self, body: bytes, port: str, peer: str) -> Outcome | None:
+        settings = self._settings
+        if len(body) < settings.header_length + 2:
+            return None
+        await self._limiter.acquire()
+        outcome = execute(body, self._domain, settings)
+        if outcome.error_code != "00" and self._state is not None:
+            command = outcome.command if outcome.command.isprintable() else outcome.command.encode("latin-1").hex()
+            self._state.error(
+                source=port, command=command, error_code=outcome.error_code, peer=peer, message=outcome.message
+            )
+        return outcome
+
+    def _frame_error(self, port: str, peer: str, message: str) -> None:
+        if self._state is not None:
+            self._state.error(source=port, command="--", error_code="framing", peer=peer, message=message)
+
+    # -- provider -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        device = self.state.device()
+        return {
+            "serial": device.serial,
+            "model": MODEL,
+            "firmware": device.firmware,
+            "licence": {
+                "lmk_slots": self.config.lmk_slots,
+                "cps": self.config.calls_per_second,
+                "cps_limit_lifted": device.cps_limit_lifted,
+                "premium_package": list(PREMIUM_PACKAGE_FEATURES),
+            },
+            "links": {
+                "host1": "up" if self._host1 is not None and self._host1.listening else "down",
+                "host2": "up" if self._host2 is not None and self._host2.listening else "down",
+                "mgmt": "up" if self._mgmt is not None and self._mgmt.serving else "down",
+            },
+            "ports": {
+                "host1": self._host1.port if self._host1 else None,
+                "host2": self._host2.port if self._host2 else None,
+                "mgmt": self._mgmt_port,
+            },
+            "allocated": device.tenant_token_hash is not None,
+            "released": not self.state.customer_content_findings() and not self._domain.lmks,
+            "lmks_loaded": len(self._domain.lmks),
+            "host_connections": self._host_connections(),
+        }
+
+    def _host_connections(self) -> int:
+        return sum(p.connections for p in (self._host1, self._host2) if p is not None)
+
+    def tenant_token_hash(self) -> str | None:
+        return self.state.device().tenant_token_hash
+
+    def record(self, actor: str, action: str, result: str = "ok", **detail: Any) -> None:
+        if self._state is not None:
+            self._state.audit(actor=actor, action=action, result=result, **detail)
+
+    def set_cps_limit_lifted(self, lifted: bool) -> None:
+        self.state.set_cps_limit_lifted(lifted)
+        self._limiter.lifted = lifted
+        self.record(PROVIDER, "licence.cps_limit", lifted=lifted)
+
+    def set_tenant_token(self, token: str | None) -> None:
+        self.state.set_tenant_token_hash(None if token is None else token_digest(token))
+        self.record(PROVIDER, "tenant.credential", set=token is not None)
+
+    def update_firmware(self, version: str, actor: str) -> str:
+        try:
+            wanted = firmware_key(version)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        if wanted < firmware_key(MINIMUM_FIRMWARE):
+            raise FirmwareRefused(f"firmware {version} is below {MINIMUM_FIRMWARE}, the lowest supported version")
+        if actor == PROVIDER and self.state.device().tenant_token_hash is not None:
+            raise FirmwareRefused("the device is allocated: its tenant patches its firmware")
+        self.state.set_firmware(version.strip())
+        self._settings = replace(self._settings, firmware_number=firmware_number(version.strip()))
+        self.record(actor, "firmware.update", version=version.strip())
+        return version.strip()
+
+    async def release(self, actor: str) -> None:
+        """Erase all customer content: LMKs, authorised state, settings, logs, connections."""
+        assert self._lifecycle_lock is not None
+        async with self._lifecycle_lock:
+            was_tls = self._settings.tls
+            self._domain.clear()
+            for port in (self._host1, self._host2):
+                if port is not None:
+                    await port.close_connections()
+            await asyncio.to_thread(self.state.release)
+            self._load_from_state()
+            if was_tls:
+                await self._restart_host_ports()
+
+    async def pristine_findings(self) -> list[str]:
+        findings = self.state.customer_content_findings()
+        if self._domain.lmks:
+            findings.append(f"{len(self._domain.lmks)} LMK(s) in memory")
+        if self._domain.authorised:
+            findings.append("authorised state is set")
+        if self._settings.tls:
+            findings.append("TLS is enabled on the host ports")
+        connections = self._host_connections()
+        if connections:
+            findings.append(f"{connections} host connection(s) open")
+        return findings
+
+    # -- tenant: LMKs and authorised state -----------------------------------------------
+
+    def _check_slot(self, slot: Any) -> int:
+        if not isinstance(slot, int) or isinstance(slot, bool) or not 0 <= slot < self.config.lmk_slots:
+            raise InvalidRequest(f"slot must be 0..{self.config.lmk_slots - 1} (licence: {self.config.lmk_slots} LMK)")
+        return slot
+
+    def load_lmk(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Form an LMK from >= 2 admin cards (document + PIN each) into a slot."""
+        slot = self._check_slot(body.get("slot", 0))
+        scheme = body.get("scheme", "variant")
+        if scheme not in ("variant", "keyblock"):
+            raise InvalidRequest("scheme must be 'variant' or 'keyblock'")
+        entries = body.get("cards")
+        if not isinstance(entries, list) or len(entries) < 2:
+            raise InvalidRequest("at least 2 admin cards are needed to form an LMK")
+        if slot in self._domain.lmks and not body.get("replace", False):
+            raise LmkError(f"LMK slot {slot:02d} is loaded; erase it first or pass replace=true")
+        unlocked = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise InvalidRequest("each card entry is {'card': <card document>, 'pin': <PIN>}")
+            unlocked.append(_cards.unlock_card(entry.get("card"), entry.get("pin")))
+        ids = [c.card_id for c in unlocked]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("the same card was presented twice")
+        components = [c.variant if scheme == "variant" else c.keyblock for c in unlocked]
+        lmk = lmk_from_components(scheme, components, f"{slot:02d}")
+        check_value = lmk.check_value()
+        self.state.put_lmk(slot=slot, scheme=scheme, check_value=check_value, material=material_of(lmk), cards=ids)
+        self._domain.lmks[slot] = lmk
+        self._domain.authorised.discard(slot)
+        self.record(TENANT, "lmk.load", slot=slot, scheme=scheme, check_value=check_value, cards=ids)
+        return self._lmk_entry(slot, scheme, check_value, len(ids))
+
+    def _lmk_entry(self, slot: int, scheme: str, check_value: str, cards: int) -> dict[str, Any]:
+        return {
+            "slot": slot,
+            "id": f"{slot:02d}",
+            "scheme": scheme,
+            "algorithm": "3DES (20 double-length pairs)" if scheme == "variant" else "AES-256",
+            "check_value": check_value,
+            "authorised": slot in self._domain.authorised,
+            "cards": cards,
+        }
+
+    def lmk_table(self) -> list[dict[str, Any]]:
+        return [
+            self._lmk_entry(r.slot, r.scheme, r.check_value, len(r.cards)) | {"loaded_at": r.loaded_at}
+            for r in self.state.lmks()
+        ]
+
+    def authorize(self, slot: int, on: bool) -> dict[str, Any]:
+        slot = self._check_slot(slot)
+        if on and slot not in self._domain.lmks:
+            raise LmkError(f"no LMK is loaded in slot {slot:02d}")
+        if on:
+            self._domain.authorised.add(slot)
+        else:
+            self._domain.authorised.discard(slot)
+        self.record(TENANT, "authorize" if on else "deauthorize", slot=slot)
+        return {"slot": slot, "authorised": on}
+
+    # -- tenant: key loading device and trusted management device --------------------------
+
+    def _lmk_for(self, body: dict[str, Any]):  # type: ignore[no-untyped-def]
+        slot = self._check_slot(body.get("slot", 0))
+        lmk = self._domain.lmks.get(slot)
+        if lmk is None:
+            raise LmkError(f"no LMK is loaded in slot {slot:02d}")
+        return slot, lmk
+
+    def load_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Clear components (hex) -> key under the LMK + KCV (the key-loading-device path)."""
+        slot, lmk = self._lmk_for(body)
+        key_type = str(body.get("type", "")).upper()
+        components = body.get("components")
+        if not isinstance(components, list) or not 2 <= len(components) <= 9:
+            raise InvalidRequest("2 to 9 clear components are required")
+        if not all(isinstance(c, str) and _HEX.fullmatch(c) and len(c) % 2 == 0 for c in components):
+            raise InvalidRequest("components must be hexadecimal strings")
+        values = [bytes.fromhex(c) for c in components]
+        if len({len(v) for v in values}) != 1:
+            raise InvalidRequest("components must all have the same length")
+        algorithm = str(body.get("algorithm", "T")).upper()
+        if algorithm not in ("T", "A"):
+            raise InvalidRequest("algorithm must be T (TDES) or A (AES)")
+        allowed = (16, 24, 32) if algorithm == "A" else (8, 16, 24)
+        if len(values[0]) not in allowed:
+            raise InvalidRequest(f"component length must be one of {allowed} bytes")
+        if algorithm == "T" and not all(kc.has_odd_parity(v) for v in values):
+            raise InvalidRequest("every TDES component must have odd parity")
+        value = values[0]
+        for other in values[1:]:
+            value = kc.xor(value, other)
+        if algorithm == "T":
+            value = kc.adjust_parity(value)
+        try:
+            if isinstance(lmk, VariantLmk):
+                if algorithm == "A":
+                    raise InvalidRequest("AES keys need a key-block LMK")
+                parse_key_type(key_type)
+                scheme = str(body.get("scheme") or {8: "Z", 16: "U", 24: "T"}[len(value)]).upper()
+                under_lmk = seal_key(lmk, value, key_type, scheme)
+            else:
+                attrs = self._attrs_from_body(body, key_type, algorithm)
+                under_lmk = seal_key(lmk, value, key_type, "S", attrs)
+        except HostError as exc:
+            raise InvalidRequest(f"{exc.message} (payShield error {exc.code})") from exc
+        kcv = kc.kcv(value, algorithm)
+        self.record(TENANT, "keys.load", slot=slot, type=key_type, kcv=kcv, components=len(values))
+        return {
+            "key": under_lmk,
+            "kcv": kcv,
+            "component_kcvs": [kc.kcv(v, algorithm) for v in values],
+            "type": key_type,
+            "slot": slot,
+        }
+
+    @staticmethod
+    def _attrs_from_body(body: dict[str, Any], key_type: str, algorithm: str) -> KeyBlockAttributes:
+        usage = body.get("usage") or (TYPE_USAGES.get(key_type) or ("",))[0]
+        if not isinstance(usage, str) or len(usage) != 2:
+            raise InvalidRequest("a key-block key needs a 2-character 'usage' or a known key 'type'")
+        return KeyBlockAttributes(
+            usage=usage.upper(),
+            algorithm=algorithm,
+            mode_of_use=str(body.get("mode_of_use", "N")).upper()[:1] or "N",
+            version=str(body.get("version", "00")),
+            exportability=str(body.get("exportability", "E")).upper()[:1] or "E",
+        )
+
+    def export_components(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Key under the LMK -> N clear components + KCVs (trusted management device path)."""
+        slot, lmk = self._lmk_for(body)
+        if slot not in self._domain.authorised:
+            raise NotAuthorized("exporting key components needs the authorised state (payShield error 17)")
+        key_type = str(body.get("type", "")).upper()
+        count = body.get("components", 2)
+        if not isinstance(count, int) or isinstance(count, bool) or not 2 <= count <= 9:
+            raise InvalidRequest("components must be 2..9")
+        field = body.get("key")
+        if not isinstance(field, str) or not field:
+            raise InvalidRequest("key (the key under the LMK) is required")
+        try:
+            key: ClearKey = open_key(lmk, field, key_type if isinstance(lmk, VariantLmk) else "FFF", None)
+        except HostError as exc:
+            raise InvalidRequest(f"{exc.message} (payShield error {exc.code})") from exc
+        if key.attrs is not None and key.attrs.exportability == "N":
+            raise InvalidRequest("the key is not exportable")
+        des = key.algorithm == "T"
+        parts = [kc.random_des_key(len(key.value)) if des else os.urandom(len(key.value)) for _ in range(count - 1)]
+        last = key.value
+        for part in parts:
+            last = kc.xor(last, part)
+        parts.append(kc.adjust_parity(last) if des else last)
+        kcv = kc.kcv(key.value, key.algorithm)
+        self.record(TENANT, "keys.export-components", slot=slot, type=key_type, kcv=kcv, components=count)
+        return {
+            "components": [p.hex().upper() for p in parts],
+            "component_kcvs": [kc.kcv(p, key.algorithm) for p in parts],
+            "kcv": kcv,
+            "algorithm": key.algorithm,
+        }
+
+    # -- tenant: settings and logs ----------------------------------------------------------
+
+    def settings_view(self) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "header_length": self._settings.header_length,
+            "disabled_commands": sorted(self._settings.disabled_commands),
+            "host_tls": self._settings.tls,
+        }
+        if self._settings.tls:
+            view["host_tls_certificate"] = self._tls_certificate
+        return view
+
+    async def update_settings(self, body: dict[str, Any]) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if "header_length" in body:
+            value = body["header_length"]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+                raise InvalidRequest("header_length must be 0..255")
+            changes["header_length"] = value
+        if "disabled_commands" in body:
+            value = body["disabled_commands"]
+            if not isinstance(value, list) or not all(isinstance(c, str) and c in COMMANDS for c in value):
+                raise InvalidRequest(f"disabled_commands must list host command codes of {sorted(COMMANDS)}")
+            changes["disabled_commands"] = sorted(set(value))
+        if "host_tls" in body:
+            if not isinstance(body["host_tls"], bool):
+                raise InvalidRequest("host_tls must be true or false")
+            changes["host_tls"] = body["host_tls"]
+        unknown = set(body) - {"header_length", "disabled_commands", "host_tls"}
+        if unknown:
+            raise InvalidRequest(f"unknown settings: {sorted(unknown)}")
+        assert self._lifecycle_lock is not None
+        async with self._lifecycle_lock:
+            self.state.put_settings(changes)
+            tls_before = self._settings.tls
+            self._settings = replace(
+                self._settings,
+                header_length=changes.get("header_length", self._settings.header_length),
+                disabled_commands=frozenset(changes.get("disabled_commands", self._settings.disabled_commands)),
+                tls=changes.get("host_tls", self._settings.tls),
+            )
+            if self._settings.tls != tls_before:
+                await self._restart_host_ports()
+        self.record(TENANT, "settings.update", **changes)
+        return self.settings_view()
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        entries = self.state.audit_entries()
+        self.record(TENANT, "logs.export", log="audit")
+        return entries
+
+    def error_entries(self) -> list[dict[str, Any]]:
+        entries = self.state.error_entries()
+        self.record(TENANT, "logs.export", log="error")
+        return entries
+
+    # -- TLS on the host ports ---------------------------------------------------------------
+
+    def _host_tls_context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            cert_pem, key_pem = _self_signed_certificate(self.config.serial, self.config.address)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            with tempfile.TemporaryDirectory() as tmp:
+                cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+                cert_file.write_bytes(cert_pem)
+                key_file.write_bytes(key_pem)
+                context.load_cert_chain(cert_file, key_file)
+            self._tls_context, self._tls_certificate = context, cert_pem.decode("ascii")
+        return self._tls_context
+
+
+def _self_signed_certificate(serial: str, address: str) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"payShield {serial}")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+__all__ = ["PayShieldAppliance", "PayShieldConfig", "firmware_number"]

@@ -1,0 +1,83 @@
+"""Cipher primitives shared by the LMK, PIN-block and host-command code.
+
+DES/TDES and AES come from ``psec``; AES-CMAC (which ``psec`` does not expose) from
+``cryptography``. Kept in one module so the deprecation noise of two-key TDES in
+``cryptography`` is silenced in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives.ciphers import algorithms
+from psec import aes as _aes
+from psec import des as _des
+
+from .errors import HostError
+
+warnings.filterwarnings("ignore", message=".*TripleDES.*")
+
+
+def is_aes(key: bytes, algorithm: str | None = None) -> bool:
+    """AES when the key-block header says so; otherwise AES only for 32-byte keys."""
+    if algorithm is not None:
+        return algorithm == "A"
+    return len(key) == 32
+
+
+def tdes_encrypt(key: bytes, data: bytes) -> bytes:
+    return _des.encrypt_tdes_ecb(key, data)
+
+
+def tdes_decrypt(key: bytes, data: bytes) -> bytes:
+    return _des.decrypt_tdes_ecb(key, data)
+
+
+def has_odd_parity(key: bytes) -> bool:
+    return all(bin(b).count("1") % 2 == 1 for b in key)
+
+
+def adjust_parity(key: bytes) -> bytes:
+    return _des.adjust_key_parity(key)
+
+
+def random_des_key(length: int) -> bytes:
+    """A random DES/TDES key of ``length`` bytes (8, 16, 24) with odd parity, halves distinct."""
+    while True:
+        key = adjust_parity(os.urandom(length))
+        parts = [key[i : i + 8] for i in range(0, length, 8)]
+        if len(set(parts)) == len(parts):
+            return key
+
+
+def aes_cmac(key: bytes, data: bytes) -> bytes:
+    mac = cmac.CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
+def kcv(key: bytes, algorithm: str | None = None, length: int = 3) -> str:
+    """Key check value: DES/TDES encryption of zeros, or AES-CMAC of a zero block."""
+    if is_aes(key, algorithm) or algorithm == "A":
+        return aes_cmac(key, bytes(16))[:length].hex().upper()
+    if len(key) not in (8, 16, 24):
+        raise HostError("27")
+    return _des.generate_kcv(key, length).hex().upper()
+
+
+def block_encrypt(key: bytes, data: bytes, *, aes: bool, cbc_iv: bytes | None = None) -> bytes:
+    if aes:
+        return _aes.encrypt_aes_ecb(key, data) if cbc_iv is None else _aes.encrypt_aes_cbc(key, cbc_iv, data)
+    return _des.encrypt_tdes_ecb(key, data) if cbc_iv is None else _des.encrypt_tdes_cbc(key, cbc_iv, data)
+
+
+def block_decrypt(key: bytes, data: bytes, *, aes: bool, cbc_iv: bytes | None = None) -> bytes:
+    if aes:
+        return _aes.decrypt_aes_ecb(key, data) if cbc_iv is None else _aes.decrypt_aes_cbc(key, cbc_iv, data)
+    return _des.decrypt_tdes_ecb(key, data) if cbc_iv is None else _des.decrypt_tdes_cbc(key, cbc_iv, data)
+
+
+def xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))

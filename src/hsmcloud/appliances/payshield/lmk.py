@@ -1,0 +1,271 @@
+"""Local Master Keys: the Thales variant LMK and the AES key-block LMK.
+
+Variant LMK (20 double-length TDES "pairs", 00-01 ... 38-39). A key of type ``VPP`` (variant
+digit V, LMK-pair code PP) is encrypted under the pair PP with the key-type variant V XORed
+into the first byte of the pair (variants A6 5A 6A DE 2B 50 74 9C FA for 1..9). Double- and
+triple-length keys under schemes U and T additionally XOR the length variant into the first
+byte of the pair's right half for each 8-byte part (A6 5A; 6A DE 2B); schemes X and Y
+(ANSI X9.17) encrypt each part in ECB without the length variant. This layout reproduces the
+ThalesSim known answers and the independently published ``UA12049CC...`` vector.
+
+Key-block LMK (AES-256). Keys are wrapped as ``S`` + a 16-character header with the Thales
+layout (version ``1``, length, usage, algorithm, mode of use, key version, exportability,
+optional-block count, LMK identifier) + encrypted key + MAC. The cryptography is TR-31
+version D key derivation (``psec.tr31``) under the LMK: Thales' own key-block cryptography is
+proprietary, so these blocks are not byte-compatible with a real payShield's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psec.tr31 as tr31
+
+from . import keycrypto as kc
+from .errors import HostError
+
+LMK_PAIRS = 20
+VARIANT_LMK_LENGTH = LMK_PAIRS * 16
+KEYBLOCK_LMK_LENGTH = 32
+
+KEY_TYPE_VARIANTS = (0xA6, 0x5A, 0x6A, 0xDE, 0x2B, 0x50, 0x74, 0x9C, 0xFA)
+DOUBLE_LENGTH_VARIANTS = (0xA6, 0x5A)
+TRIPLE_LENGTH_VARIANTS = (0x6A, 0xDE, 0x2B)
+
+#: Key-type pair code -> LMK pair index (0 = pair 00-01, 1 = 02-03, ...).
+PAIR_CODES = {
+    "00": 2, "01": 3, "02": 7, "03": 8, "04": 9, "05": 10, "06": 11, "07": 12,
+    "08": 13, "09": 14, "0A": 15, "0B": 16, "0C": 17, "0D": 18, "0E": 19,
+}
+#: LMK pair 02-03 encrypts PINs.
+PIN_PAIR = 1
+
+#: Key scheme tag -> key length in bytes (variant LMK).
+SCHEME_LENGTHS = {"Z": 8, "U": 16, "T": 24, "X": 16, "Y": 24}
+LENGTH_SCHEMES = {8: "Z", 16: "U", 24: "T"}
+
+#: Key-block key usages a key of a variant key type may have, first one used when creating.
+TYPE_USAGES: dict[str, tuple[str, ...]] = {
+    "000": ("K0", "K1"),
+    "001": ("P0",),
+    "002": ("P0", "V2", "V1", "V0", "K0"),
+    "70D": ("P0",),
+    "80D": ("K0",),
+    "402": ("C0",),
+    "003": ("M3", "M1", "M0", "M6"),
+    "008": ("M3", "M1", "M0", "M6"),
+    "006": ("K0",),
+    "00A": ("D0",),
+    "00B": ("D0",),
+    "30B": ("D0",),
+    "009": ("B0",),
+    "609": ("B0",),
+    "809": ("B0",),
+    "109": ("E0",),
+    "209": ("E2",),
+    "309": ("E1",),
+    "409": ("E3",),
+    "509": ("E4",),
+    "709": ("E6",),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyType:
+    code: str
+    variant: int
+    pair: int
+
+
+def parse_key_type(code: str) -> KeyType:
+    """``000``, ``402``, ``00A``... -> KeyType; HostError 04 if not a key type code."""
+    code = code.upper()
+    if len(code) != 3 or not code[0].isdigit() or code[1:] not in PAIR_CODES:
+        raise HostError("04", f"invalid key type code {code!r}")
+    return KeyType(code=code, variant=int(code[0]), pair=PAIR_CODES[code[1:]])
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyBlockAttributes:
+    """The header fields of a key block (Thales ``S`` or TR-31 ``R``)."""
+
+    usage: str
+    algorithm: str  # "T" TDES, "A" AES
+    mode_of_use: str
+    version: str = "00"
+    exportability: str = "E"
+
+
+def check_des_key(key: bytes, error: str) -> bytes:
+    if len(key) not in (8, 16, 24) or not kc.has_odd_parity(key):
+        raise HostError(error)
+    return key
+
+
+class VariantLmk:
+    """A variant LMK: 20 double-length TDES pairs."""
+
+    scheme = "variant"
+
+    def __init__(self, material: bytes) -> None:
+        if len(material) != VARIANT_LMK_LENGTH:
+            raise ValueError("a variant LMK is 20 pairs of 16 bytes")
+        self._pairs = [material[i * 16 : (i + 1) * 16] for i in range(LMK_PAIRS)]
+
+    def check_value(self) -> str:
+        """16-character LMK check value: 6 KCV digits of pair 00-01, then zeros (as ND shows)."""
+        return kc.kcv(self._pairs[0]) + "0" * 10
+
+    def _pair(self, pair: int, variant: int, length_variant: int | None) -> bytes:
+        key = bytearray(self._pairs[pair])
+        if variant:
+            key[0] ^= KEY_TYPE_VARIANTS[variant - 1]
+        if length_variant is not None:
+            key[8] ^= length_variant
+        return bytes(key)
+
+    def encrypt(self, clear: bytes, key_type: str, scheme: str | None = None) -> str:
+        """The key under this LMK as a host field, e.g. ``U`` + 32 hex."""
+        kt = parse_key_type(key_type)
+        scheme = scheme or LENGTH_SCHEMES[len(clear)]
+        if SCHEME_LENGTHS.get(scheme) != len(clear):
+            raise HostError("26")
+        cryptogram = self._crypt(clear, kt, scheme, encrypt=True)
+        return ("" if scheme == "Z" else scheme) + cryptogram.hex().upper()
+
+    def decrypt(self, field: str, key_type: str, *, parity_error: str = "10") -> bytes:
+        """Clear key from a host key field under this LMK; HostError on scheme/parity."""
+        kt = parse_key_type(key_type)
+        scheme, cryptogram = split_variant_field(field)
+        key = self._crypt(cryptogram, kt, scheme, encrypt=False)
+        return check_des_key(key, parity_error)
+
+    def _crypt(self, data: bytes, kt: KeyType, scheme: str, *, encrypt: bool) -> bytes:
+        op = kc.tdes_encrypt if encrypt else kc.tdes_decrypt
+        parts = [data[i : i + 8] for i in range(0, len(data), 8)]
+        if scheme in ("U", "T"):
+            variants = DOUBLE_LENGTH_VARIANTS if scheme == "U" else TRIPLE_LENGTH_VARIANTS
+            return b"".join(
+                op(self._pair(kt.pair, kt.variant, lv), part) for lv, part in zip(variants, parts)
+            )
+        lmk = self._pair(kt.pair, kt.variant, None)
+        return b"".join(op(lmk, part) for part in parts)
+
+    # PINs under LMK pair 02-03: an ISO format 0 block bound to the account, TDES-ECB.
+    def encrypt_pin_block(self, block: bytes) -> str:
+        return kc.tdes_encrypt(self._pairs[PIN_PAIR], block).hex().upper()
+
+    def decrypt_pin_block(self, field: str) -> bytes:
+        if len(field) != 16:
+            raise HostError("15")
+        return kc.tdes_decrypt(self._pairs[PIN_PAIR], _hex(field))
+
+    pin_field_length = 16
+
+
+class KeyBlockLmk:
+    """An AES-256 key-block LMK."""
+
+    scheme = "keyblock"
+    pin_field_length = 32
+
+    def __init__(self, material: bytes, lmk_id: str = "00") -> None:
+        if len(material) != KEYBLOCK_LMK_LENGTH:
+            raise ValueError("a key-block LMK is one AES-256 key")
+        self._key = material
+        self.lmk_id = lmk_id
+
+    def check_value(self) -> str:
+        return kc.kcv(self._key, "A") + "0" * 10
+
+    def wrap(self, clear: bytes, attrs: KeyBlockAttributes) -> str:
+        header = (
+            "D0000" + attrs.usage + attrs.algorithm + attrs.mode_of_use + attrs.version
+            + attrs.exportability + "00" + self.lmk_id
+        )
+        try:
+            block = tr31.wrap(self._key, header, clear)
+        except (tr31.HeaderError, tr31.KeyBlockError) as exc:
+            raise HostError("83", str(exc)) from exc
+        return "S1" + block[1:]
+
+    def unwrap(self, field: str, usages: tuple[str, ...] | None) -> tuple[KeyBlockAttributes, bytes]:
+        if not field.startswith("S1") or len(field) < 17:
+            raise HostError("26" if not field.startswith("S") else "83")
+        try:
+            header, key = tr31.unwrap(self._key, "D" + field[2:])
+        except tr31.KeyBlockError as exc:
+            message = str(exc)
+            raise HostError("A4" if "MAC" in message else "83", message) from exc
+        except tr31.HeaderError as exc:
+            raise HostError("83", str(exc)) from exc
+        attrs = KeyBlockAttributes(
+            usage=header.key_usage,
+            algorithm=header.algorithm,
+            mode_of_use=header.mode_of_use,
+            version=header.version_num,
+            exportability=header.exportability,
+        )
+        if usages is not None and attrs.usage not in usages:
+            raise HostError("A6", f"key usage {attrs.usage} not allowed here")
+        if attrs.algorithm == "T":
+            check_des_key(key, "10")
+        return attrs, key
+
+    def encrypt_pin_block(self, block: bytes) -> str:
+        return kc.block_encrypt(self._key, block + os.urandom(8), aes=True).hex().upper()
+
+    def decrypt_pin_block(self, field: str) -> bytes:
+        if len(field) != 32:
+            raise HostError("15")
+        return kc.block_decrypt(self._key, _hex(field), aes=True)[:8]
+
+
+Lmk = VariantLmk | KeyBlockLmk
+
+
+def split_variant_field(field: str) -> tuple[str, bytes]:
+    """``U0123...`` -> ("U", bytes); a bare 16-hex field is single length (scheme Z)."""
+    if not field:
+        raise HostError("15")
+    tag = field[0].upper()
+    if tag in SCHEME_LENGTHS:
+        body = field[1:]
+        if len(body) != SCHEME_LENGTHS[tag] * 2:
+            raise HostError("15")
+        return tag, _hex(body)
+    if tag in ("S", "R"):
+        raise HostError("26", "a key block cannot be used with a variant LMK")
+    if len(field) != 16:
+        raise HostError("15")
+    return "Z", _hex(field)
+
+
+_HEX_DIGITS = frozenset("0123456789ABCDEFabcdef")
+
+
+def _hex(text: str) -> bytes:
+    if len(text) % 2 or not _HEX_DIGITS.issuperset(text):
+        raise HostError("15", "not hexadecimal")
+    return bytes.fromhex(text)
+
+
+hex_bytes = _hex
+
+
+def lmk_from_components(scheme: str, components: list[bytes], lmk_id: str) -> Lmk:
+    """XOR the card components into an LMK (DES pairs forced to odd parity)."""
+    combined = components[0]
+    for component in components[1:]:
+        combined = kc.xor(combined, component)
+    if scheme == "variant":
+        return VariantLmk(kc.adjust_parity(combined))
+    return KeyBlockLmk(combined, lmk_id)
+
+
+def material_of(lmk: Lmk) -> bytes:
+    """The secret material (only for encrypted persistence)."""
+    if isinstance(lmk, VariantLmk):
+        return b"".join(lmk._pairs)
+    return lmk._key

@@ -1,0 +1,299 @@
+"""The management REST API of one payShield appliance (HTTP JSON on the management port).
+
+Two callers, told apart by their bearer token:
+
+* the **provider** (the configured management token): ``GET /health``, ``/provider/*``
+  (release out of band, pristine check, licence setting, tenant credential, firmware of an
+  unallocated device). It never sees key material.
+* the **tenant** (the token the provider set with ``PUT /provider/tenant``): LMK loading
+  from admin cards, authorised state, key loading and component export, settings,
+  firmware, logs, release. The provider's token is refused on these routes.
+
+Every tenant and provider action is written to the audit log (refusals too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+from typing import Any, Protocol
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from .errors import InvalidRequest, ManagementError
+
+PROVIDER, TENANT = "provider", "tenant"
+
+
+class ManagedDevice(Protocol):
+    """What the management API needs from an appliance (see ``PayShieldAppliance``)."""
+
+    def health(self) -> dict[str, Any]: ...
+    def tenant_token_hash(self) -> str | None: ...
+    def record(self, actor: str, action: str, result: str, **detail: Any) -> None: ...
+    async def release(self, actor: str) -> None: ...
+    async def pristine_findings(self) -> list[str]: ...
+    def set_cps_limit_lifted(self, lifted: bool) -> None: ...
+    def set_tenant_token(self, token: str | None) -> None: ...
+    def update_firmware(self, version: str, actor: str) -> str: ...
+    def load_lmk(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def lmk_table(self) -> list[dict[str, Any]]: ...
+    def authorize(self, slot: int, on: bool) -> dict[str, Any]: ...
+    def load_key(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def export_components(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def settings_view(self) -> dict[str, Any]: ...
+    async def update_settings(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def audit_entries(self) -> list[dict[str, Any]]: ...
+    def error_entries(self) -> list[dict[str, Any]]: ...
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}}, headers=headers)
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(
+        401,
+        "Unauthorized",
+        "A valid 'Authorization: Bearer <token>' header is required.",
+        {"WWW-Authenticate": "Bearer"},
+    )
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest("the request body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _log_export(entries: list[dict[str, Any]], fmt: str | None) -> Response:
+    if fmt == "jsonl":
+        text = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in entries)
+        return PlainTextResponse(text, media_type="application/x-ndjson")
+    if fmt not in (None, "json"):
+        raise InvalidRequest("format must be json or jsonl")
+    return JSONResponse({"entries": entries})
+
+
+def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI:
+    """The FastAPI application serving ``device``."""
+    app = FastAPI(title="payShield appliance management", docs_url=None, redoc_url=None, openapi_url=None)
+    expected = provider_token.encode("utf-8")
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        presented = presented.strip()
+        role = None
+        if scheme.lower() == "bearer" and presented:
+            if hmac.compare_digest(presented.encode("utf-8"), expected):
+                role = PROVIDER
+            else:
+                digest = device.tenant_token_hash()
+                if digest is not None and hmac.compare_digest(token_digest(presented), digest):
+                    role = TENANT
+        if role is None:
+            return _unauthorized()
+        path = request.url.path
+        if path.startswith("/provider/") and role != PROVIDER:
+            return _error(403, "Forbidden", "This operation is reserved to the provider.")
+        if not path.startswith("/provider/") and path != "/health" and role != TENANT:
+            return _error(
+                403, "Forbidden", "The provider has no logical access to an allocated device's security domain."
+            )
+        request.state.role = role
+        return await call_next(request)
+
+    @app.exception_handler(ManagementError)
+    async def management_error(request: Request, exc: ManagementError) -> JSONResponse:
+        role = getattr(request.state, "role", "unknown")
+        device.record(role, f"{request.method} {request.url.path}", exc.message)
+        return _error(exc.status, exc.code, exc.message)
+
+    # -- provider ----------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Identity, licence, link status, released flag, LMK count; never a secret."""
+        return device.health()
+
+    @app.post("/provider/release")
+    async def provider_release() -> dict[str, Any]:
+        """Out-of-band release (reclaim): erase all customer content."""
+        await device.release(PROVIDER)
+        findings = await device.pristine_findings()
+        return {"released": True, "pristine": not findings, "findings": findings}
+
+    @app.get("/provider/pristine")
+    async def pristine() -> dict[str, Any]:
+        findings = await device.pristine_findings()
+        return {"pristine": not findings, "findings": findings}
+
+    @app.put("/provider/licence")
+    async def licence(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        lifted = body.get("cps_limit_lifted")
+        if not isinstance(lifted, bool):
+            raise InvalidRequest("cps_limit_lifted must be true or false")
+        device.set_cps_limit_lifted(lifted)
+        return device.health()["licence"]
+
+    @app.put("/provider/tenant")
+    async def tenant(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        token = body.get("token")
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            raise InvalidRequest("token must be a string of at least 16 characters, or null")
+        if token is not None and hmac.compare_digest(token.encode("utf-8"), expected):
+            raise InvalidRequest("the tenant token must differ from the provider token")
+        device.set_tenant_token(token)
+        return {"tenant_token_set": token is not None}
+
+    @app.post("/provider/firmware")
+    async def provider_firmware(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        return {"firmware": device.update_firmware(str(body.get("version", "")), PROVIDER)}
+
+    # -- tenant ------------------------------------------------------------------------
+
+    @app.post("/lmk")
+    async def load_lmk(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        return await asyncio.to_thread(device.load_lmk, body)  # scrypt: keep the loop free
+
+    @app.get("/lmk")
+    async def lmk_table() -> dict[str, Any]:
+        return {"lmks": device.lmk_table()}
+
+    @app.post("/authorize")
+    async def authorize(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        return device.authorize(_slot(body), True)
+
+    @app.post("/deauthorize")
+    async def deauthorize(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        return device.authorize(_slot(body), False)
+
+    @app.post("/keys/load")
+    async def load_key(request: Request) -> dict[str, Any]:
+        return device.load_key(await _json_body(request))
+
+    @app.post("/keys/export-components")
+    async def export_components(request: Request) -> dict[str, Any]:
+        return device.export_components(await _json_body(request))
+
+    @app.get("/settings")
+    async def get_settings() -> dict[str, Any]:
+        return device.settings_view()
+
+    @app.put("/settings")
+    async def put_settings(request: Request) -> dict[str, Any]:
+        return await device.update_settings(await _json_body(request))
+
+    @app.post("/firmware")
+    async def firmware(request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        return {"firmware": device.update_firmware(str(body.get("version", "")), TENANT)}
+
+    @app.post("/release")
+    async def release() -> dict[str, Any]:
+        await device.release(TENANT)
+        findings = await device.pristine_findings()
+        return {"released": True, "pristine": not findings, "findings": findings}
+
+    @app.get("/logs/audit")
+    async def audit_log(format: str | None = None) -> Response:  # noqa: A002 - query name
+        return _log_export(device.audit_entries(), format)
+
+    @app.get("/logs/error")
+    async def error_log(format: str | None = None) -> Response:  # noqa: A002 - query name
+        return _log_export(device.error_entries(), format)
+
+    return app
+
+
+def _slot(body: dict[str, Any]) -> int:
+    slot = body.get("slot", 0)
+    if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+        raise InvalidRequest("slot must be a non-negative integer")
+    return slot
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves process signal handling to its host."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+class ManagementServer:
+    """Serves a management app on one loopback address, inside the running event loop."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.started
+
+    async def start(self, address: str, port: int) -> int:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            sock.setblocking(False)
+            bound_port = sock.getsockname()[1]
+        except BaseException:
+            sock.close()
+            raise
+        config = uvicorn.Config(
+            self._app,
+            log_config=None,
+            log_level=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+        server = _EmbeddedServer(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"payshield-mgmt-{address}")
+        while not server.started:
+            if task.done():
+                sock.close()
+                task.result()
+                raise RuntimeError("the management server stopped during startup")
+            await asyncio.sleep(0.005)
+        self._server, self._task = server, task
+        return bound_port
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await self._task
+        finally:
+            self._server = self._task = None
