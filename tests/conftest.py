@@ -1,6 +1,7 @@
 """Shared fixtures: a running hsmcloud service per storage backend, and clients for it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import threading
@@ -27,6 +28,23 @@ def postgres_available() -> str | None:
             return None
     except Exception as exc:  # noqa: BLE001 - any failure means: skip with the reason
         return f"PostgreSQL at {PG_ADMIN_URL} not usable: {exc.__class__.__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str):
+    """A new, empty PostgreSQL database for one test (skips the test when PostgreSQL is not usable)."""
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -89,22 +107,9 @@ def start_cloud(tmp: Path, *, backend: str, database_url: str | None = None, **o
 def cloud(request, tmp_path_factory):
     """The service on each backend; tests isolate themselves with fresh subscriptions."""
     backend = request.param
-    url = None
-    dbname = None
-    if backend == "postgres":
-        reason = postgres_available()
-        if reason:
-            pytest.skip(reason)
-        import psycopg
-        dbname = f"hsmcloud_test_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{dbname}"
-    c = start_cloud(tmp_path_factory.mktemp(f"cloud-{backend}"), backend=backend, database_url=url)
-    yield c
-    c.stop()
-    c.services.store.close()
-    if dbname:
-        import psycopg
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(fresh_pg_database("hsmcloud_test")) if backend == "postgres" else None
+        c = start_cloud(tmp_path_factory.mktemp(f"cloud-{backend}"), backend=backend, database_url=url)
+        yield c
+        c.stop()
+        c.services.store.close()

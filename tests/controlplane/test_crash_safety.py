@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import ssl
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from hsmcloud.identity.tokens import TokenAuthority
 from tests import appliance_ssh
-from tests.conftest import PG_ADMIN_URL, postgres_available
+from tests.conftest import fresh_pg_database
 from tests.controlplane.test_rules import hsm_url
 from tests.helpers import HSM_API, hsm_body, make_network
 
@@ -26,16 +25,8 @@ def database_url(request):
     if request.param == "sqlite":
         yield None
         return
-    reason = postgres_available()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-    name = f"hsmcloud_crash_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("hsmcloud_crash") as url:
+        yield url
 
 
 class Service:

@@ -32,7 +32,7 @@ def test_deleting_the_group_orphans_the_hsm_until_force_delete(cloud):
     with cloud.http(sub) as c:
         subnet = make_network(c, sub, rg="orphan-rg")
         put_hsm(c, sub, "orphan-rg", "orphan1", hsm_body(subnet))
-        hsm = wait_terminal(c, sub, "orphan-rg", "orphan1")
+        wait_terminal(c, sub, "orphan-rg", "orphan1")
         ep = c.get(hsm_url(sub, "orphan-rg", "orphan1") + "/endpoints", params={"api-version": HSM_API}).json()
         appliance_ssh.take_ownership(ep["address"], ep["ports"]["ssh"])
         r = c.delete(f"/subscriptions/{sub}/resourcegroups/orphan-rg", params={"api-version": RG_API})

@@ -5,23 +5,15 @@ import uuid
 
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, postgres_available, start_cloud
+from tests.conftest import fresh_pg_database, start_cloud
 from tests.controlplane.test_rules import hsm_url, put_hsm, wait_terminal
 from tests.helpers import HSM_API, hsm_body, make_network
 
 
 @pytest.fixture
 def pg_url():
-    reason = postgres_available()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-    name = f"hsmcloud_replicas_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("hsmcloud_replicas") as url:
+        yield url
 
 
 def test_api_only_replica_serves_requests_that_the_worker_replica_carries_out(tmp_path, pg_url):

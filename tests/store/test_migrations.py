@@ -1,7 +1,6 @@
 """The Alembic migrations build exactly the schema the models describe, and upgrade old stores."""
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from alembic import command
@@ -12,7 +11,7 @@ from sqlalchemy import text
 
 from hsmcloud.store.db import MIGRATIONS_DIR, Store, make_engine
 from hsmcloud.store.models import Base
-from tests.conftest import PG_ADMIN_URL, postgres_available
+from tests.conftest import fresh_pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -20,16 +19,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.db'}"
         return
-    reason = postgres_available()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-    name = f"hsmcloud_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database("hsmcloud_mig") as url:
+        yield url
 
 
 def test_migrated_schema_matches_models(db_url):

@@ -7,13 +7,11 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from hsmcloud import resource_ids as ids
 from hsmcloud.arm import render
 from hsmcloud.arm.api_versions import require_api_version
 from hsmcloud.arm.auth import for_subscription, principal_of
 from hsmcloud.arm.paging import page
 from hsmcloud.controlplane.operations import get_operation, in_progress_for, operation_json
-from hsmcloud.controlplane.skus import SKUS
 from hsmcloud.errors import Conflict, InvalidRequest, ServiceUnavailable
 from hsmcloud.store.models import Device
 

@@ -158,3 +158,58 @@ def force_delete(request: Request, sub: str, rg: str, name: str):
                "location": operation_location(request, sub, op.location, op.id, "2025-03-31")}
     svc.lifecycle.wake()
     return JSONResponse(out, status_code=202)
+
+
+def _payment_device(svc, serial: str):
+    from hsmcloud.store.models import Device
+
+    with svc.store.session() as s:
+        d = s.get(Device, serial)
+        if d is None:
+            raise NotFound(f"No device with serial '{serial}'. 'hsmcloud operator devices' lists them.",
+                           code="DeviceNotFound")
+        if d.kind != "payshield":
+            raise InvalidRequest(f"Device {serial} is a {d.kind} device; this applies to payment devices only.",
+                                 code="NotAPaymentDevice")
+        return d.state, d.hsm_id
+
+
+@router.put("/devices/{serial}/licence")
+async def device_licence(request: Request, serial: str):
+    """Lift (or restore) a payment device's calls-per-second licence limit, e.g. for benchmarks."""
+    who = operator(request)
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("cpsLimitLifted"), bool):
+        raise InvalidRequest("Send {\"cpsLimitLifted\": true|false}.", code="InvalidRequestContent")
+    svc = services(request)
+    state, _ = _payment_device(svc, serial)
+    if state != "allocated":
+        raise InvalidRequest(f"Device {serial} is {state}; the licence setting applies to a running (allocated) "
+                             "device.", code="DeviceNotAllocated")
+    mgmt = await svc.lifecycle.start_device(serial)
+    licence = await mgmt.set_licence(cps_limit_lifted=body["cpsLimitLifted"])
+    with svc.store.session() as s:
+        subscriptions.record(s, who.name, "device.licence", serial, cpsLimitLifted=body["cpsLimitLifted"])
+    return {"serial": serial, "licence": licence}
+
+
+@router.post("/devices/{serial}/firmware")
+async def device_firmware(request: Request, serial: str):
+    """Patch an unallocated payment device (tenants patch their own)."""
+    who = operator(request)
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("version"), str):
+        raise InvalidRequest("Send {\"version\": \"1.4a 1.8.3\"}.", code="InvalidRequestContent")
+    svc = services(request)
+    state, hsm_id = _payment_device(svc, serial)
+    if state != "free" or hsm_id:
+        raise InvalidRequest(f"Device {serial} is {state}: the provider patches unallocated devices only; the tenant "
+                             "patches a device it holds.", code="DeviceAllocated")
+    mgmt = await svc.lifecycle.start_device(serial)
+    try:
+        result = await mgmt.update_firmware(body["version"])
+    finally:
+        await svc.host.stop(serial)
+    with svc.store.session() as s:
+        subscriptions.record(s, who.name, "device.firmware", serial, version=body["version"])
+    return {"serial": serial, **result}

@@ -141,6 +141,30 @@ def devices(cx: Ctx, region: Annotated[Optional[str], typer.Option("--region", "
         empty="No devices."))
 
 
+SerialArg = Annotated[str, typer.Argument(help="Device serial (see 'hsmcloud operator devices').",
+                                          show_default=False)]
+
+
+@service_command(app, "licence", operator=True)
+def licence(cx: Ctx, serial: SerialArg,
+            lift: Annotated[bool, typer.Option("--lift/--restore",
+                                               help="Lift the calls-per-second limit (benchmarks) or restore it.")]
+            = True):
+    """Lift or restore an allocated payment device's calls-per-second licence limit."""
+    r = cx.client.put(f"/operator/devices/{serial}/licence", {"cpsLimitLifted": lift})
+    cx.out.result(r, lambda d: cx.out.print(
+        f"Device {serial}: calls-per-second limit {'lifted' if lift else 'restored'}."))
+
+
+@service_command(app, "firmware", operator=True)
+def firmware(cx: Ctx, serial: SerialArg,
+             version: Annotated[str, typer.Option("--version", help="Firmware to install, e.g. '1.4a 1.8.3'.",
+                                                  show_default=False)]):
+    """Patch an unallocated payment device's firmware (versions below 1.4a 1.8.3 are refused)."""
+    r = cx.client.post(f"/operator/devices/{serial}/firmware", {"version": version})
+    cx.out.result(r, lambda d: cx.out.print(f"Device {serial} now runs firmware {d.get('firmware')}."))
+
+
 @service_command(app, "orphans", operator=True)
 def orphans(cx: Ctx):
     """HSMs whose resource group was deleted: not deleted, still billed."""

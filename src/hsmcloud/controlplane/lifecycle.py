@@ -285,7 +285,8 @@ class Lifecycle:
                           ssh_port=device.ssh_port or self.settings.device_ssh_port,
                           mgmt_port=device.mgmt_port or self.settings.device_mgmt_port,
                           host1_port=device.host1_port or self.settings.device_host_port,
-                          host2_port=device.host2_port or self.settings.device_host_port,
+                          host2_port=device.host2_port or (self.settings.device_host_port + 1
+                                                           if self.settings.device_host_port else 0),
                           lmk_slots=lmk_slots, calls_per_second=cps)
 
     async def start_device(self, serial: str) -> ManagementClient:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from hsmcloud.errors import ServiceUnavailable
+from hsmcloud.errors import InvalidRequest, ServiceUnavailable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +39,14 @@ class ManagementClient:
             raise ServiceUnavailable(f"Device {self.endpoint.serial} does not answer on its management interface "
                                      f"({exc.__class__.__name__}). The provider has been alerted; retry later.",
                                      code="DeviceUnreachable") from None
+        if 400 <= resp.status_code < 500:
+            # The device refused what was asked (e.g. a firmware below the supported base): say why.
+            try:
+                err = resp.json().get("error") or {}
+            except ValueError:
+                err = {}
+            raise InvalidRequest(f"Device {self.endpoint.serial} refused {method} {path}: "
+                                 f"{err.get('message') or resp.text[:200]}", code=err.get("code") or "DeviceRefused")
         if resp.status_code != 200:
             raise ServiceUnavailable(f"Device {self.endpoint.serial} refused {method} {path}: HTTP "
                                      f"{resp.status_code}.", code="DeviceManagementError")
@@ -52,6 +60,12 @@ class ManagementClient:
         if self.endpoint.kind == "payshield":
             return await self._call("POST", "/provider/release")
         return await self._call("POST", "/provider/reset")
+
+    async def set_licence(self, *, cps_limit_lifted: bool) -> dict:
+        return await self._call("PUT", "/provider/licence", {"cps_limit_lifted": cps_limit_lifted})
+
+    async def update_firmware(self, version: str) -> dict:
+        return await self._call("POST", "/provider/firmware", {"version": version})
 
     async def hand_over(self, tenant_token: str) -> dict:
         """Give the tenant its credential for a payment device's management interface."""

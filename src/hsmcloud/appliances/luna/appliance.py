@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .management import ManagementServer, create_management_app
+from ..management_server import ManagementServer
+from .management import create_management_app
 from .product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
 from .ssh_server import LunaSshService
 from .state import ApplianceState
@@ -76,7 +77,7 @@ class LunaAppliance:
         cfg = self.config
         state = await asyncio.to_thread(ApplianceState.open, cfg.state_dir, cfg.serial)
         ssh = LunaSshService(state)
-        mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token))
+        mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token), name="luna-mgmt")
         self._state, self._reset_lock = state, asyncio.Lock()
         try:
             self._ssh_port = await ssh.start(cfg.address, cfg.ssh_port)

@@ -32,7 +32,8 @@ from .lmk import (
     material_of,
     parse_key_type,
 )
-from .management import PROVIDER, TENANT, ManagementServer, create_management_app, token_digest
+from ..management_server import ManagementServer
+from .management import PROVIDER, TENANT, create_management_app, token_digest
 from .product import (
     DEFAULT_HOST_PORT,
     LMK_SLOT_CHOICES,
@@ -131,7 +132,7 @@ class PayShieldAppliance:
         try:
             self._load_from_state()
             await self._start_host_ports(cfg.host1_port, cfg.host2_port)
-            mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token))
+            mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token), name="payshield-mgmt")
             self._mgmt_port = await mgmt.start(cfg.address, cfg.mgmt_port)
             self._mgmt = mgmt
         except BaseException:

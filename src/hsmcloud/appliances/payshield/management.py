@@ -15,15 +15,11 @@ Every tenant and provider action is written to the audit log (refusals too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 from typing import Any, Protocol
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
@@ -236,64 +232,3 @@ def _slot(body: dict[str, Any]) -> int:
     if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
         raise InvalidRequest("slot must be a non-negative integer")
     return slot
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves process signal handling to its host."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
-        yield
-
-
-class ManagementServer:
-    """Serves a management app on one loopback address, inside the running event loop."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._app = app
-        self._server: _EmbeddedServer | None = None
-        self._task: asyncio.Task | None = None
-
-    @property
-    def serving(self) -> bool:
-        return self._server is not None and self._server.started
-
-    async def start(self, address: str, port: int) -> int:
-        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, port))
-            sock.setblocking(False)
-            bound_port = sock.getsockname()[1]
-        except BaseException:
-            sock.close()
-            raise
-        config = uvicorn.Config(
-            self._app,
-            log_config=None,
-            log_level=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-            server_header=False,
-        )
-        server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"payshield-mgmt-{address}")
-        while not server.started:
-            if task.done():
-                sock.close()
-                task.result()
-                raise RuntimeError("the management server stopped during startup")
-            await asyncio.sleep(0.005)
-        self._server, self._task = server, task
-        return bound_port
-
-    async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await self._task
-        finally:
-            self._server = self._task = None
