@@ -28,8 +28,12 @@ def up(
                                           help="How long a new gateway stays Updating."),
     step_delay: float = typer.Option(0.3, "--step-delay", help="Seconds between provisioning steps."),
     retry_after: int = typer.Option(1, "--retry-after", help="Retry-After seconds on long-running operations."),
-    device_ssh_port: int = typer.Option(0, "--device-ssh-port",
-                                        help="SSH port of every appliance on its own address (0: any free port)."),
+    device_ssh_port: int = typer.Option(2222, "--device-ssh-port",
+                                        help="SSH port of every Luna appliance on its own address (0: any free "
+                                             "port; a taken port falls back to a free one)."),
+    device_host_port: int = typer.Option(1500, "--device-host-port",
+                                         help="HOST1 port of every payShield appliance (HOST2 is the next one; "
+                                              "0: any free port)."),
     share_loopback: Optional[bool] = typer.Option(
         None, "--share-loopback/--own-loopback",
         help="Devices share 127.0.0.1 (default where the OS has only it, e.g. macOS) or get 127.x.y.z each."),
@@ -44,7 +48,8 @@ def up(
     settings = Settings(state_dir=state_dir.expanduser(), port=port, tls=not http, database_url=database_url,
                         regions=tuple(region), gateway_provision_seconds=gateway_seconds,
                         step_delay_seconds=step_delay, retry_after_seconds=retry_after,
-                        device_ssh_port=device_ssh_port, run_worker=not no_worker)
+                        device_ssh_port=device_ssh_port, device_host_port=device_host_port,
+                        run_worker=not no_worker)
     if share_loopback is not None:
         settings.loopback_share_single = share_loopback
     if port:
@@ -124,12 +129,13 @@ def token(
 
 
 def _register_subcommands() -> None:
-    from hsmcloud.cli import hsm, network, operator, quota
+    from hsmcloud.cli import hsm, network, operator, payshield, quota
 
     app.add_typer(operator.app, name="operator")
     app.add_typer(hsm.app, name="hsm")
     app.add_typer(network.app, name="network")
     app.add_typer(quota.app, name="quota")
+    app.add_typer(payshield.app, name="payshield")
 
 
 _register_subcommands()
