@@ -253,9 +253,6 @@ def test_region_out_of_capacity(cloud):
                   if s["region"] == "capacitylab" and s["kind"] == "payshield"]
         assert [s["allocated"] for s in stamps] == [12, 12]
         assert all(s["fillPercent"] == 100.0 and s["spares"] == 2 and s["testDevices"] == 1 for s in stamps)
-    with cloud.http(sub) as c:
-        for i in range(25):
-            c.delete(hsm_url(sub, "hsm-rg", f"cap{i}"), params={"api-version": HSM_API})
 
 
 def test_delete_is_a_long_running_operation(cloud):
