@@ -208,7 +208,11 @@ def create(cx: Ctx, name: Name, resource_group: Group,
     if state_of(hsm) != "Succeeded":
         raise failed_error(hsm)
     cx.out.result(hsm, lambda h: show_hsm(cx.out, h))
-    hint(cx, f"Next: hsmcloud hsm endpoints -n {name} -g {resource_group}   (SSH to the appliance as admin)")
+    if str((hsm.get("sku") or {}).get("name", "")).startswith("payShield"):
+        hint(cx, f"Next: hsmcloud payshield lmk load -g {resource_group} -n {name} --card FILE:PIN --card FILE:PIN "
+                 "(cards from 'hsmcloud payshield card new')")
+    else:
+        hint(cx, f"Next: hsmcloud hsm endpoints -n {name} -g {resource_group}   (SSH to the appliance as admin)")
 
 
 @service_command(app, "list")
