@@ -86,8 +86,9 @@ class Cloud:
         self.thread.join(timeout=30)
 
 
-def start_cloud(tmp: Path, *, backend: str, database_url: str | None = None, **overrides) -> Cloud:
-    settings = Settings(state_dir=tmp, port=0, tls=True, database_url=database_url, regions=TEST_REGIONS,
+def start_cloud(tmp: Path, *, backend: str, database_url: str | None = None, tls: bool = True,
+                **overrides) -> Cloud:
+    settings = Settings(state_dir=tmp, port=0, tls=tls, database_url=database_url, regions=TEST_REGIONS,
                         gateway_provision_seconds=0.0, step_delay_seconds=0.0, retry_after_seconds=1,
                         **overrides)
     server, endpoint = build_server(settings)
@@ -99,7 +100,9 @@ def start_cloud(tmp: Path, *, backend: str, database_url: str | None = None, **o
             raise RuntimeError("hsmcloud did not start")
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    return Cloud(settings=settings, url=f"https://127.0.0.1:{port}", ca=str(endpoint.ca_path), server=server,
+    scheme = "https" if tls else "http"
+    return Cloud(settings=settings, url=f"{scheme}://127.0.0.1:{port}",
+                 ca=str(endpoint.ca_path) if endpoint.ca_path else None, server=server,
                  thread=thread, backend=backend)
 
 
