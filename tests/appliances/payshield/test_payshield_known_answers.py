@@ -406,3 +406,19 @@ def test_keyblock_lmk_commands(tmp_path):
             await client.close()
 
     guarded(scenario())
+
+
+def test_m0_binary_data_ending_like_an_lmk_identifier(tmp_path):
+    """Binary data that happens to end in '%01' is data, not an LMK identifier."""
+    data = b"ABCDE%01"
+
+    async def scenario():
+        async with running(config(tmp_path)) as appliance:
+            await ready(appliance)
+            dek = (await load_key(appliance, "00B", K)).encode()
+            client = await host(appliance)
+            out = ok(await client.call(b"M0" + b"00" + b"01" + b"00B" + dek + b"0008" + data), b"M0")
+            assert out == "0010" + des.encrypt_tdes_ecb(K, data).hex().upper()
+            await client.close()
+
+    guarded(scenario())

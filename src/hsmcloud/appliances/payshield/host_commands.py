@@ -695,13 +695,14 @@ def _crypt_data(ctx: CommandContext, cur: Cursor, *, encrypt: bool) -> Response:
     if key_type not in DATA_KEY_TYPES + ("FFF",):
         raise HostError("04", "data keys are 00A (ZEK), 00B (DEK), 30B (TEK) or FFF")
     key_field = cur.key()
-    lmk = ctx.lmk(cur.lmk_id_hint())
     iv = None
     if mode == "01":
-        block = 16 if isinstance(lmk, KeyBlockLmk) and _peek_aes(key_field) else 8
+        # The IV's size follows from the key field alone (an AES key block says so in its header),
+        # so the data can be read before the LMK identifier that follows it.
+        block = 16 if key_field.startswith("S") and _peek_aes(key_field) else 8
         iv = cur.take_bytes_hex(block * 2)
     data = _data_in(cur, in_fmt)
-    ctx.lmk(cur.trailing())
+    lmk = ctx.lmk(cur.trailing())
     key = open_key(lmk, key_field, key_type, ("D0",) if key_type == "FFF" else None)
     size = 16 if key.aes else 8
     if iv is not None and len(iv) != size:

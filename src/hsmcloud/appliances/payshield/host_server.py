@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .host_commands import Outcome
-from .product import MAX_MESSAGE_LENGTH
+from .product import MAX_MESSAGE_LENGTH, TCP_CONNECTIONS_PER_INTERFACE
 
 Processor = Callable[[bytes, str, str], Awaitable[Outcome]]
 FrameErrorSink = Callable[[str, str, str], None]
@@ -108,9 +108,15 @@ class HostPort:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if len(self._connections) >= TCP_CONNECTIONS_PER_INTERFACE:
+            # The licence's connection count per host interface (NO reports it): refuse the next one.
+            self._on_frame_error(self.name, peer_text,
+                                 f"connection refused: {TCP_CONNECTIONS_PER_INTERFACE} connections already open")
+            writer.close()
+            return
+        self._connections.add(task)
         try:
             while True:
                 try:
