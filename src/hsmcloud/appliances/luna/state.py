@@ -9,9 +9,6 @@ scrypt hashes; the cloning domain only as a digest. The factory admin password i
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..sqlite_state import SqliteState
 from .errors import (
     HsmNotInitialized,
     PartitionExists,
@@ -158,12 +156,11 @@ class SoLoginFailure:
         return max(0, SO_LOGIN_ATTEMPTS - self.consecutive_failures)
 
 
-class ApplianceState:
+class ApplianceState(SqliteState):
     """The appliance's persistent state. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self._db = db
-        self._lock = threading.RLock()
+        super().__init__(db)
         self.path = path
 
     # -- opening -------------------------------------------------------------------------
@@ -218,21 +215,6 @@ class ApplianceState:
                 raise StateError(
                     f"{self.path.parent} holds the state of device {device[0]}, not {serial}"
                 )
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:

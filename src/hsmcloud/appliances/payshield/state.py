@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..sqlite_state import SqliteState
 from .errors import StateError
 from .product import FIRMWARE_VERSION
 
@@ -96,12 +94,11 @@ class LmkRecord:
     loaded_at: str
 
 
-class ApplianceState:
+class ApplianceState(SqliteState):
     """The appliance's persistent state. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path, master_key_path: Path) -> None:
-        self._db = db
-        self._lock = threading.RLock()
+        super().__init__(db)
         self.path = path
         self._master_key_path = master_key_path
         self._master_key = self._load_or_create_master_key()
@@ -145,21 +142,6 @@ class ApplianceState:
                 raise StateError(f"state directory belongs to device {device[0]}, not {serial}")
         # Decrypt every sealed LMK once, so a wrong master key fails loudly at start.
         self.lmks()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     # -- master key ----------------------------------------------------------------------
 
