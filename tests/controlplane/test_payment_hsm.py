@@ -95,3 +95,47 @@ def test_force_delete_releases_a_payment_device_out_of_band(cloud):
         assert r.status_code == 400, r.text
         r = op.post(f"/operator/devices/{ep['serial']}/firmware", json={"version": "1.4a 1.8.3"})
         assert r.status_code == 200, r.text
+
+
+def test_sdk_creates_a_payment_hsm_with_two_host_nics_and_a_management_profile(cloud):
+    """The shape of the service's own example: host and management network profiles, explicit IPs."""
+    from azure.mgmt.hardwaresecuritymodules import models as m
+
+    from tests.helpers import sdk_client
+
+    sub = cloud.new_subscription()
+    with cloud.http(sub) as c:
+        subnet = make_network(c, sub)
+        base = subnet.rsplit("/", 1)[0]
+        r = c.put(f"{base}/mgmtsubnet", params={"api-version": "2023-09-01"}, json={"properties": {
+            "addressPrefix": "10.2.2.0/24", "delegations": [
+                {"name": "d", "properties": {"serviceName": "Microsoft.HardwareSecurityModules/dedicatedHSMs"}}]}})
+        assert r.status_code == 201, r.text
+    client = sdk_client(cloud, sub)
+    body = m.DedicatedHsm(
+        location="eastus", sku=m.Sku(name="payShield10K_LMK1_CPS250"), zones=["1"],
+        properties=m.DedicatedHsmProperties(
+            network_profile=m.NetworkProfile(
+                subnet=m.ApiEntityReference(resource_id=subnet),
+                network_interfaces=[m.NetworkInterface(private_ip_address="10.2.1.50"),
+                                    m.NetworkInterface(private_ip_address="10.2.1.51")]),
+            management_network_profile=m.NetworkProfile(
+                subnet=m.ApiEntityReference(resource_id=f"{base}/mgmtsubnet"),
+                network_interfaces=[m.NetworkInterface(private_ip_address="10.2.2.60")])))
+    hsm = client.dedicated_hsm.begin_create_or_update("hsm-rg", "pay3", body).result()
+    host = [(n.resource_id.rsplit("/", 1)[1], n.private_ip_address)
+            for n in hsm.properties.network_profile.network_interfaces]
+    mgmt = [(n.resource_id.rsplit("/", 1)[1], n.private_ip_address)
+            for n in hsm.properties.management_network_profile.network_interfaces]
+    assert host == [("pay3_HSMHost1Nic", "10.2.1.50"), ("pay3_HSMHost2Nic", "10.2.1.51")]
+    assert mgmt == [("pay3_HSMMgmtNic", "10.2.2.60")]
+    assert hsm.zones == ["1"]
+    with cloud.http(sub) as c:
+        ep = endpoints(c, sub, "pay3")
+        assert ep["privateIpAddresses"] == ["10.2.1.50", "10.2.1.51", "10.2.2.60"]
+        mgmt_api = httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}",
+                                headers={"Authorization": f"Bearer {ep['managementToken']}"}, timeout=30)
+        health = mgmt_api.get("/health").json()
+        assert (health["licence"]["lmk_slots"], health["licence"]["cps"]) == (1, 250)  # the SKU's licence
+        assert mgmt_api.post("/release").status_code == 200
+    client.dedicated_hsm.begin_delete("hsm-rg", "pay3").result()
