@@ -237,8 +237,10 @@ class PayShieldAppliance:
         outcome = execute(body, self._domain, settings)
         if outcome.error_code != "00" and self._state is not None:
             command = outcome.command if outcome.command.isprintable() else outcome.command.encode("latin-1").hex()
-            self._state.error(
-                source=port, command=command, error_code=outcome.error_code, peer=peer, message=outcome.message
+            # A committed SQLite write: off the event loop, so other connections keep being served.
+            await asyncio.to_thread(
+                self._state.error,
+                source=port, command=command, error_code=outcome.error_code, peer=peer, message=outcome.message,
             )
         return outcome
 
