@@ -29,6 +29,22 @@ def read_endpoint(state_dir: Path) -> dict | None:
     return json.loads(path.read_text())
 
 
+class ArmServer(uvicorn.Server):
+    """uvicorn, except that idle keep-alive connections are dropped at once on shutdown.
+
+    Closing a TLS connection politely waits for the client's close_notify, which an idle
+    keep-alive client (the Azure SDK's requests session) never sends, so Ctrl-C would hang for
+    the whole graceful-shutdown timeout. Requests in flight still finish."""
+
+    async def shutdown(self, sockets=None) -> None:
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            transport = getattr(connection, "transport", None)
+            if transport is not None and (cycle is None or getattr(cycle, "response_complete", False)):
+                transport.abort()
+        await super().shutdown(sockets)
+
+
 def build_server(settings: Settings) -> tuple[uvicorn.Server, Endpoint]:
     services = build_services(settings)
     app = create_app(services)
@@ -40,7 +56,7 @@ def build_server(settings: Settings) -> tuple[uvicorn.Server, Endpoint]:
         ca = files.ca_cert
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                             lifespan="on", timeout_graceful_shutdown=5, **kwargs)
-    server = uvicorn.Server(config)
+    server = ArmServer(config)
     scheme = "https" if settings.tls else "http"
     return server, Endpoint(url=f"{scheme}://{settings.host}:{settings.port}", ca_path=ca)
 

@@ -134,3 +134,18 @@ def test_kill_during_create_and_delete_then_restart(tmp_path, database_url):
             assert device["state"] == "free" and device["lastCheckedPristineAt"]
     finally:
         svc.stop()
+
+
+def test_ctrl_c_stops_cleanly_with_a_client_still_connected(tmp_path):
+    svc = Service(tmp_path, None)
+    svc.start()
+    client = svc.http(operator=True)  # a keep-alive TLS connection, idle after this request
+    try:
+        assert client.get("/operator/stamps").status_code == 200
+        svc.proc.send_signal(signal.SIGINT)
+        assert svc.proc.wait(timeout=60) == 0
+        err = svc.proc.stderr.read().decode()
+        assert "graceful shutdown exceeded" not in err and "Traceback" not in err, err
+    finally:
+        client.close()
+        svc.stop()
