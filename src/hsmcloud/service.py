@@ -28,10 +28,13 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    # The store holds per-device management tokens: only the service's user may read the directory.
-    settings.state_dir.chmod(0o700)
+    if not settings.state_dir.exists():
+        # It will hold keys and per-device management tokens: only the service's user may read it.
+        settings.state_dir.mkdir(parents=True, mode=0o700)
     store = Store(settings.resolved_database_url)
+    sqlite_file = settings.state_dir / "hsmcloud.db"
+    if store.is_sqlite and sqlite_file.exists():
+        sqlite_file.chmod(0o600)  # SQLite gives its -wal and -shm files the same mode
     for attempt in range(3):
         try:
             with store.session() as s:
