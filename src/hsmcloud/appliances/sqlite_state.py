@@ -9,6 +9,22 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+
+def connect(state_dir: Path, name: str, *pragmas: str) -> tuple[Path, sqlite3.Connection]:
+    """Open (creating on first use) an appliance's database in WAL mode, plus its own pragmas."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / name
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        for pragma in ("journal_mode=WAL", *pragmas):
+            db.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        db.close()
+        raise
+    return path, db
 
 
 class SqliteState:

@@ -46,9 +46,5 @@ def create_app(services: Services) -> FastAPI:
         """Liveness, and the trivial endpoint benchmarks compare against."""
         return {"status": "ok"}
 
-    return _wrap(app)
-
-
-def _wrap(app: FastAPI) -> FastAPI:
     app.add_middleware(CanonicalPathMiddleware)
     return app

@@ -6,6 +6,8 @@ import json
 import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from hsmcloud.arm import render
 from hsmcloud.arm.api_versions import require_api_version
@@ -13,7 +15,9 @@ from hsmcloud.arm.auth import for_subscription, principal_of
 from hsmcloud.arm.paging import page
 from hsmcloud.controlplane.operations import get_operation, in_progress_for, operation_json
 from hsmcloud.errors import Conflict, InvalidRequest, ServiceUnavailable
-from hsmcloud.store.models import Device
+from hsmcloud.controlplane.hsms import validate_name
+from hsmcloud.controlplane.scope import require_group
+from hsmcloud.store.models import Device, NetworkInterface, Stamp
 
 NS = "Microsoft.HardwareSecurityModules"
 RG_PATH = "/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.HardwareSecurityModules"
@@ -44,10 +48,6 @@ def render_hsm(svc, s, h, version: str) -> dict:
 
 def render_list(request: Request, svc, s, hsms: list, version: str) -> dict:
     """One page of HSMs, with their NICs and stamps read in two queries rather than two per HSM."""
-    from sqlalchemy import select
-
-    from hsmcloud.store.models import NetworkInterface, Stamp
-
     ids_ = [h.id for h in hsms]
     nics: dict[str, list] = {}
     if ids_:
@@ -71,7 +71,6 @@ async def create_or_update(request: Request, subscription_id: str, rg: str, name
             h, _created = svc.hsms.create_or_update(s, principal, sub, rg, name, body, version)
             return render_hsm(svc, s, h, version)
 
-    from starlette.concurrency import run_in_threadpool
     out = await run_in_threadpool(work)
     svc.lifecycle.wake()
     return JSONResponse(out, status_code=200)
@@ -97,7 +96,6 @@ async def update(request: Request, subscription_id: str, rg: str, name: str):
         with svc.store.session() as s:
             return render_hsm(svc, s, svc.hsms.update_tags(s, principal, sub, rg, name, body), version)
 
-    from starlette.concurrency import run_in_threadpool
     return await run_in_threadpool(work)
 
 
@@ -135,9 +133,6 @@ def delete(request: Request, subscription_id: str, rg: str, name: str):
     principal, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        from hsmcloud.controlplane.hsms import validate_name
-        from hsmcloud.controlplane.scope import require_group
-
         validate_name(name)
         require_group(s, sub, rg)
         h = svc.hsms.find(s, sub, rg, name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from hsmcloud import resource_ids as ids
@@ -10,7 +11,8 @@ from hsmcloud.arm import render
 from hsmcloud.arm.api_versions import require_api_version
 from hsmcloud.arm.auth import for_subscription
 from hsmcloud.arm.routes_hsm import json_body, services
-from hsmcloud.store.models import DedicatedHsm, NetworkInterface, Subnet
+from hsmcloud.controlplane.scope import find_group
+from hsmcloud.store.models import DedicatedHsm, NetworkInterface, Subnet, VirtualNetwork
 
 NS = "Microsoft.Network"
 P = "/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.Network"
@@ -22,7 +24,6 @@ def _version(request: Request) -> str:
 
 
 def _nics(s, sub):
-    from sqlalchemy import select
     return list(s.scalars(select(NetworkInterface).where(NetworkInterface.subscription_id == sub)))
 
 
@@ -163,11 +164,9 @@ def delete_gateway(request: Request, subscription_id: str, rg: str, name: str):
 
 
 def nic_json(s, sub: str, n: NetworkInterface) -> dict:
-    from hsmcloud.store.models import VirtualNetwork
     sn = s.get(Subnet, n.subnet_id)
     v = s.get(VirtualNetwork, sn.vnet_id)
     # The vnet may live in another group than the NIC; find that group's spelling.
-    from hsmcloud.controlplane.scope import find_group
     g = find_group(s, sub, v.rg_key)
     subnet_ref = ids.subnet_id(sub, g.name if g else v.rg_key, v.name, sn.name)
     hsm_ref = None

@@ -10,10 +10,10 @@ from hsmcloud.arm.routes_hsm import json_body, operation_location, services
 from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import fleet_view, subscriptions
 from hsmcloud.controlplane.hsms import live_key, validate_name
-from hsmcloud.controlplane.scope import utcnow
+from hsmcloud.controlplane.scope import require_region, utcnow
 from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.identity.tokens import normalize_subscription_id
-from hsmcloud.store.models import DedicatedHsm, Event, Stamp, Subscription
+from hsmcloud.store.models import DedicatedHsm, Device, Event, Subscription
 
 router = APIRouter(prefix="/operator")
 
@@ -64,10 +64,7 @@ async def set_quota(request: Request, sub: str, region: str):
         raise InvalidRequest("Send {\"perRegion\": N, \"perStamp\": M}.")
     svc = services(request)
     with svc.store.session() as s:
-        known = set(s.scalars(select(Stamp.region).distinct()))
-        if region not in known:
-            raise InvalidRequest(f"Region '{region}' is not part of the fleet ({', '.join(sorted(known))}).",
-                                 code="UnknownRegion")
+        region = require_region(s, region, code="UnknownRegion")
         return subscriptions.set_quota(s, sub, region, per_region=body.get("perRegion"),
                                        per_stamp=body.get("perStamp"), actor=who.name)
 
@@ -161,8 +158,6 @@ def force_delete(request: Request, sub: str, rg: str, name: str):
 
 
 def _payment_device(svc, serial: str):
-    from hsmcloud.store.models import Device
-
     with svc.store.session() as s:
         d = s.get(Device, serial)
         if d is None:

@@ -14,9 +14,9 @@ from hsmcloud.arm.paging import page
 from hsmcloud.arm.routes_hsm import json_body, services
 from hsmcloud.controlplane import groups, subscriptions
 from hsmcloud.controlplane.operations import get_operation, new_operation
-from hsmcloud.controlplane.scope import key, require_group, utcnow
+from hsmcloud.controlplane.scope import find_group, key, require_group, require_region, utcnow
 from hsmcloud.errors import InvalidRequest
-from hsmcloud.store.models import DedicatedHsm, NetworkInterface, VirtualNetwork, VirtualNetworkGateway
+from hsmcloud.store.models import DedicatedHsm, NetworkInterface, Subscription, VirtualNetwork, VirtualNetworkGateway
 
 router = APIRouter()
 G = "/subscriptions/{subscription_id}/resourceGroups/{rg}"
@@ -56,7 +56,6 @@ def group_exists(request: Request, subscription_id: str, rg: str):
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        from hsmcloud.controlplane.scope import find_group
         return Response(status_code=204 if find_group(s, sub, rg) else 404)
 
 
@@ -129,11 +128,11 @@ def _generic(s, sub: str, rg_key: str | None) -> list[dict]:
         q = select(model).where(model.subscription_id == sub)
         return q.where(model.rg_key == rg_key) if rg_key else q
 
-    from hsmcloud.controlplane.scope import find_group
+    # Resource ids carry each group's own spelling: read the subscription's groups once.
+    spelled = {g.name_key: g.name for g in groups.list_groups(s, sub)}
 
     def gname(k):
-        g = find_group(s, sub, k)
-        return g.name if g else k
+        return spelled.get(k, k)
     for v in s.scalars(where(VirtualNetwork)):
         out.append({"id": ids.network_id(sub, gname(v.rg_key), "virtualNetworks", v.name), "name": v.name,
                     "type": "Microsoft.Network/virtualNetworks", "location": v.location, "tags": v.tags or {}})
@@ -188,16 +187,6 @@ def _visible(request: Request, items: list[dict]) -> list[dict]:
 Q = "/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/locations/{location}"
 
 
-def _known_region(s, location: str) -> str:
-    from hsmcloud.store.models import Stamp
-    regions = set(s.scalars(select(Stamp.region).distinct()))
-    location = location.replace(" ", "").lower()
-    if location not in regions:
-        raise InvalidRequest(f"The location '{location}' has no dedicated HSMs; use one of "
-                             f"{', '.join(sorted(regions))}.", code="LocationNotAvailableForResourceType")
-    return location
-
-
 def _hsm_version(request: Request) -> str:
     return require_api_version(request.query_params.get("api-version"), ids.HSM_PROVIDER)
 
@@ -208,12 +197,11 @@ def get_quota(request: Request, subscription_id: str, location: str):
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        location = _known_region(s, location)
+        location = require_region(s, location)
         per_region, per_stamp = subscriptions.quota_for(s, sub, location)
         used = len([h for h in s.scalars(select(DedicatedHsm).where(
             DedicatedHsm.subscription_id == sub, DedicatedHsm.location == location,
             DedicatedHsm.live_key.is_not(None)))])
-        from hsmcloud.store.models import Subscription
         row = s.get(Subscription, sub)
         allowlisted = bool(row and row.allowlisted)
     return {"subscriptionId": sub, "region": location, "perRegion": per_region, "perStamp": per_stamp,
@@ -231,7 +219,7 @@ async def request_quota(request: Request, subscription_id: str, location: str):
 
     def work():
         with svc.store.session() as s:
-            loc = _known_region(s, location)
+            loc = require_region(s, location)
             cur_region, cur_stamp = subscriptions.quota_for(s, sub, loc)
             req = subscriptions.request_increase(
                 s, sub, loc, per_region=body.get("perRegion", cur_region),
@@ -246,6 +234,6 @@ def list_quota_requests(request: Request, subscription_id: str, location: str):
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        location = _known_region(s, location)
+        location = require_region(s, location)
         return {"value": [subscriptions.quota_request_json(r) for r in subscriptions.list_requests(s, sub)
                           if r.region == location]}

@@ -1,6 +1,8 @@
 """Resource groups, and what deleting one does to the HSMs inside it (they are orphaned)."""
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -11,7 +13,6 @@ from hsmcloud.errors import InvalidRequest
 from hsmcloud.identity.tokens import Principal
 from hsmcloud.store.models import (DedicatedHsm, NetworkInterface, ResourceGroup, Subnet, VirtualNetwork,
                                    VirtualNetworkGateway)
-import re
 
 NAME_RE = re.compile(r"^[-\w._()]{1,90}$")
 

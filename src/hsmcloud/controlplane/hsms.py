@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session
 
 from hsmcloud.controlplane import subscriptions
 from hsmcloud.controlplane.operations import in_progress_for, new_operation
-from hsmcloud.controlplane.scope import key, require_group, utcnow
+from hsmcloud.controlplane.scope import key, require_group, require_region, utcnow
 from hsmcloud.controlplane.skus import SKUS, lookup
 from hsmcloud.errors import Conflict, InvalidRequest, NotFound
 from hsmcloud.identity.tokens import Principal
 from hsmcloud.network import ipam
 from hsmcloud.network.service import HSM_DELEGATION, NetworkService
-from hsmcloud.resource_ids import parse_subnet_id
+from hsmcloud.resource_ids import hsm_id, parse_subnet_id
 from hsmcloud.store.models import DedicatedHsm, Device, NetworkInterface, Operation, Stamp
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9-]{3,24}$")
@@ -44,7 +44,6 @@ class CreateRequest:
 
 
 def arm_id(hsm: DedicatedHsm) -> str:
-    from hsmcloud.resource_ids import hsm_id
     return hsm_id(hsm.subscription_id, hsm.rg_name, hsm.name)
 
 
@@ -191,12 +190,7 @@ class HsmService:
         if existing is not None:
             return self._put_existing(s, principal, existing, req), False
         subscriptions.require_allowlisted(s, sub)
-        regions = set(s.scalars(select(Stamp.region).distinct()))
-        if req.location not in regions:
-            raise InvalidRequest(f"The location '{req.location}' is not available for resource type "
-                                 f"'Microsoft.HardwareSecurityModules/dedicatedHSMs'. List of available regions is "
-                                 f"'{', '.join(sorted(regions))}'.", code="LocationNotAvailableForResourceType",
-                                 target="location")
+        require_region(s, req.location, target="location")
         if req.stamp is not None and s.scalar(select(Stamp).where(Stamp.region == req.location,
                                                                  Stamp.name == req.stamp)) is None:
             names = sorted(s.scalars(select(Stamp.name).where(Stamp.region == req.location)))

@@ -149,7 +149,7 @@ class Lifecycle:
     def _hsm_of(self, s, op_id: str) -> DedicatedHsm:
         return s.get(DedicatedHsm, s.get(Operation, op_id).target)
 
-    def _live_in_region(self, s, hsm: DedicatedHsm):
+    def _live_in_region(self, hsm: DedicatedHsm):
         return select(func.count()).select_from(DedicatedHsm).where(
             DedicatedHsm.subscription_id == hsm.subscription_id, DedicatedHsm.location == hsm.location,
             DedicatedHsm.live_key.is_not(None), DedicatedHsm.id != hsm.id)
@@ -158,7 +158,7 @@ class Lifecycle:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
             per_region, _ = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
-            used = s.scalar(self._live_in_region(s, hsm))
+            used = s.scalar(self._live_in_region(hsm))
             if used >= per_region:
                 raise StepFailed(Conflict(
                     f"Quota exceeded: subscription {hsm.subscription_id} already has {used} dedicated HSM(s) in "
@@ -178,7 +178,7 @@ class Lifecycle:
                 stamps = [st for st in stamps if st.name == hsm.requested_stamp]
             quota_blocked, candidates = [], []
             for st in stamps:
-                mine = s.scalar(self._live_in_region(s, hsm).where(DedicatedHsm.stamp_id == st.id))
+                mine = s.scalar(self._live_in_region(hsm).where(DedicatedHsm.stamp_id == st.id))
                 free = s.scalar(select(func.count()).select_from(Device).where(
                     Device.stamp_id == st.id, Device.kind == kind, Device.role == "customer",
                     Device.state == "free"))

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hsmcloud.errors import NotFound
+from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.store.models import ResourceGroup, Subscription
 
 
@@ -26,6 +26,20 @@ def ensure_subscription(session: Session, sub: str) -> Subscription:
         session.add(row)
         session.flush()
     return row
+
+
+def require_region(session: Session, location: str, *, code: str = "LocationNotAvailableForResourceType",
+                   target: str | None = None) -> str:
+    """The normalized region name, if the fleet has it."""
+    from hsmcloud.fleet.inventory import regions
+
+    known = regions(session)
+    location = location.replace(" ", "").lower()
+    if location not in known:
+        raise InvalidRequest(f"The location '{location}' is not available for resource type "
+                             f"'Microsoft.HardwareSecurityModules/dedicatedHSMs'. List of available regions is "
+                             f"'{', '.join(sorted(known))}'.", code=code, target=target)
+    return location
 
 
 def find_group(session: Session, sub: str, rg: str) -> ResourceGroup | None:

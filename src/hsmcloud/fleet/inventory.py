@@ -36,6 +36,11 @@ def serial_for(stamp_id: int, kind: str, slot: int) -> str:
     return f"PS10K{stamp_id:03d}{slot:02d}"
 
 
+def regions(session: Session) -> set[str]:
+    """The regions the fleet has stamps in."""
+    return set(session.scalars(select(Stamp.region).distinct()))
+
+
 def seed_fleet(session: Session, regions: tuple[str, ...], *, share_single_loopback: bool) -> int:
     """Add whatever of the standard layout is missing; returns how many devices were added."""
     added = 0

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from hsmcloud.controlplane.scope import key, require_group, utcnow
 from hsmcloud.errors import Conflict, InvalidRequest, NotFound
 from hsmcloud.network import ipam
-from hsmcloud.resource_ids import SubnetRef
+from hsmcloud.resource_ids import SubnetRef, parse_subnet_id
 from hsmcloud.store.models import NetworkInterface, Subnet, VirtualNetwork, VirtualNetworkGateway
 
 HSM_DELEGATION = "Microsoft.HardwareSecurityModules/dedicatedHSMs"
@@ -226,8 +226,6 @@ class NetworkService:
             .order_by(VirtualNetworkGateway.id)))
 
     def put_gateway(self, s: Session, sub: str, rg: str, name: str, body: dict):
-        from hsmcloud.resource_ids import parse_subnet_id
-
         group = require_group(s, sub, rg)
         props = _props(body, "properties")
         gtype = props.get("gatewayType", "ExpressRoute")

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..sqlite_state import SqliteState
+from ..sqlite_state import SqliteState, connect
 from .errors import (
     HsmNotInitialized,
     PartitionExists,
@@ -168,14 +168,8 @@ class ApplianceState(SqliteState):
     @classmethod
     def open(cls, state_dir: Path, serial: str) -> ApplianceState:
         """Open (creating on first use) the state of the device ``serial`` in ``state_dir``."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = state_dir / DATABASE_NAME
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        path, db = connect(state_dir, DATABASE_NAME, "synchronous=FULL", "foreign_keys=ON")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
             state = cls(db, path)
             state._create_or_check(serial)
         except BaseException:

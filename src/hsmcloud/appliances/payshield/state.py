@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..sqlite_state import SqliteState
+from ..sqlite_state import SqliteState, connect
 from .errors import StateError
 from .product import FIRMWARE_VERSION
 
@@ -107,17 +107,11 @@ class ApplianceState(SqliteState):
 
     @classmethod
     def open(cls, state_dir: Path, serial: str) -> ApplianceState:
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = state_dir / DATABASE_NAME
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        # synchronous=NORMAL under WAL: a commit is durable across a process crash; an OS crash can
+        # lose the last transactions but never corrupts. Keeps host-path logging cheap.
+        path, db = connect(state_dir, DATABASE_NAME, "synchronous=NORMAL", "secure_delete=ON")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL under WAL: a commit is durable across a process crash; an OS crash can
-            # lose the last transactions but never corrupts. Keeps host-path logging cheap.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA secure_delete=ON")
-            state = cls(db, path, state_dir / MASTER_KEY_NAME)
+            state = cls(db, path, Path(state_dir) / MASTER_KEY_NAME)
             state._create_or_check(serial)
         except BaseException:
             db.close()
