@@ -28,8 +28,9 @@ def connect(state_dir: Path, name: str, *pragmas: str) -> tuple[Path, sqlite3.Co
 
 
 class SqliteState:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self.path = path
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -46,3 +47,19 @@ class SqliteState:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def _schema_transaction(self, schema: str, version: int,
+                            error: type[Exception]) -> Iterator[sqlite3.Connection]:
+        """Create the tables (idempotent: a crash half-way is simply re-run), refuse a state written
+        by newer software, and go on in the same transaction (the caller checks the device row)."""
+        with self._lock:
+            self._db.executescript(schema)
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),))
+            elif int(row[0]) > version:
+                raise error(f"{self.path} has state schema {row[0]}; this software knows only up "
+                            f"to {version}")
+            yield db

@@ -160,8 +160,7 @@ class ApplianceState(SqliteState):
     """The appliance's persistent state. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        super().__init__(db)
-        self.path = path
+        super().__init__(db, path)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -178,21 +177,7 @@ class ApplianceState(SqliteState):
         return state
 
     def _create_or_check(self, serial: str) -> None:
-        # CREATE ... IF NOT EXISTS is idempotent, so a crash half-way is simply re-run.
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StateError(
-                    f"{self.path} has schema version {row[0]}; this software knows "
-                    f"only up to {SCHEMA_VERSION}"
-                )
+        with self._schema_transaction(_SCHEMA, SCHEMA_VERSION, StateError) as db:
             device = db.execute("SELECT serial FROM device WHERE id = 1").fetchone()
             if device is None:
                 db.execute(

@@ -98,8 +98,7 @@ class ApplianceState(SqliteState):
     """The appliance's persistent state. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path, master_key_path: Path) -> None:
-        super().__init__(db)
-        self.path = path
+        super().__init__(db, path)
         self._master_key_path = master_key_path
         self._master_key = self._load_or_create_master_key()
 
@@ -119,14 +118,7 @@ class ApplianceState(SqliteState):
         return state
 
     def _create_or_check(self, serial: str) -> None:
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StateError(f"state schema {row[0]} is newer than this software ({SCHEMA_VERSION})")
+        with self._schema_transaction(_SCHEMA, SCHEMA_VERSION, StateError) as db:
             device = db.execute("SELECT serial FROM device WHERE id = 1").fetchone()
             if device is None:
                 db.execute(
