@@ -300,7 +300,8 @@ class HsmService:
         """GatewaySubnet belongs to the virtual network's gateway: point at the HSM subnet instead."""
         delegated = [sn.name for sn in self.network.list_subnets_of(s, vnet)
                      if any(d["serviceName"].lower() == HSM_DELEGATION.lower() for d in sn.delegations)]
-        use = (f"Use the HSM subnet instead: {subnet_ref.rstrip('/').rsplit('/', 1)[0]}/{delegated[0]}" if delegated else
+        subnets_of_vnet = subnet_ref.rstrip("/").rsplit("/", 1)[0]
+        use = (f"Use the HSM subnet instead: {subnets_of_vnet}/{delegated[0]}" if delegated else
                f"Use a subnet of its own delegated to {HSM_DELEGATION} (e.g. 'hsmsubnet', as 'hsmcloud network "
                "create' makes it)")
         return InvalidRequest(f"Subnet 'GatewaySubnet' of virtual network '{vnet.name}' is reserved for the virtual "
