@@ -62,6 +62,8 @@ def test_group_with_a_query_string_is_refused_not_truncated(cli, cli_cloud, tena
     for args in (["network", "show", "-g", group], ["network", "create", "-g", group],
                  ["network", "delete-group", "-g", group, "--yes"],
                  ["hsm", "show", "-n", "hsm1", "-g", group], ["hsm", "delete", "-n", "hsm1", "-g", group, "--yes"],
+                 ["hsm", "endpoints", "-n", "hsm1", "-g", group], ["payshield", "status", "-n", "pay1", "-g", group],
+                 ["payshield", "release", "-n", "pay1", "-g", group, "--yes"],
                  ["hsm", "create", "-n", "hsm1", "-g", group, "-l", "eastus", "--subnet",
                   f"/subscriptions/{tenant}/resourceGroups/inj/providers/Microsoft.Network/virtualNetworks/"
                   "hsm-vnet/subnets/hsmsubnet"]):
@@ -106,9 +108,10 @@ def test_network_names_are_checked_by_the_service(cli, cli_cloud, tenant):
 
 
 def test_quota_location_is_one_segment(cli, tenant):
-    line = cli.fails("quota", "show", "-l", "eastus?api-version=2025-03-31", sub=tenant,
-                     code="LocationNotAvailableForResourceType")
-    assert "'eastus?api-version=2025-03-31'" in line
+    for args in (["quota", "show"], ["quota", "list"], ["quota", "request", "--per-region", "9"]):
+        line = cli.fails(*args, "-l", "eastus?api-version=2025-03-31", sub=tenant,
+                         code="LocationNotAvailableForResourceType")
+        assert "'eastus?api-version=2025-03-31'" in line, args
 
 
 def test_operator_values_are_one_segment(cli, cli_cloud, tenant):
