@@ -203,7 +203,7 @@ def test_another_process_listening_is_named_and_nothing_is_created(tmp_path):
 
 
 def test_hints_name_the_state_directory_and_work_as_pasted(tmp_path):
-    state_dir = tmp_path / "my state"
+    state_dir = tmp_path / "my [lab] state"  # a space and rich-markup brackets, printed as they are
     up = Up(state_dir, free_port(), home=tmp_path)
     try:
         banner = up.start()

@@ -84,12 +84,14 @@ def up(
             url = endpoint.url.rsplit(":", 1)[0] + f":{bound}"
             console.print(f"[bold green]hsmcloud is up[/] at [bold]{url}[/]")
             if endpoint.ca_path:
-                console.print(f"  CA certificate: {endpoint.ca_path}  (REQUESTS_CA_BUNDLE={endpoint.ca_path})")
-            console.print(f"  store: {settings.resolved_database_url.split('@')[-1]}")
-            console.print(f"  regions: {', '.join(settings.regions)}")
+                console.print(f"  CA certificate: {endpoint.ca_path}  (REQUESTS_CA_BUNDLE={endpoint.ca_path})",
+                              markup=False)
+            # Paths as they are: a '[' in a directory name is not rich markup.
+            console.print(f"  store: {settings.resolved_database_url.split('@')[-1]}", markup=False)
+            console.print(f"  regions: {', '.join(settings.regions)}", markup=False)
             console.print(f"  token:  hsmcloud token --subscription <uuid>{where}   "
-                          f"(operators: hsmcloud token --operator{where})")
-            console.print(f"  first:  hsmcloud operator allowlist <uuid>{where}")
+                          f"(operators: hsmcloud token --operator{where})", markup=False)
+            console.print(f"  first:  hsmcloud operator allowlist <uuid>{where}", markup=False)
             console.print("Ctrl-C stops it; a restart keeps every resource.")
         await task
 
@@ -112,7 +114,7 @@ def _fail(code: str, message: str) -> NoReturn:
 def token(
     subscription: Optional[str] = typer.Option(None, "--subscription", help="Subscription id (a GUID)."),
     operator: bool = typer.Option(False, "--operator", help="An operator token instead."),
-    hours: float = typer.Option(24.0, "--hours", help="Lifetime in hours."),
+    hours: float = typer.Option(24.0, "--hours", help=f"Lifetime in hours (more than 0, at most {MAX_TOKEN_HOURS})."),
     state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir"),
 ):
     """Print a bearer token for the ARM endpoint."""
