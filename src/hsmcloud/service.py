@@ -13,6 +13,7 @@ from hsmcloud.fleet.device_host import DeviceHost
 from hsmcloud.fleet.inventory import seed_fleet
 from hsmcloud.identity.tokens import TokenAuthority
 from hsmcloud.network.service import NetworkService
+from hsmcloud.private_files import private_dir
 from hsmcloud.store.db import Store
 
 
@@ -28,13 +29,11 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    if not settings.state_dir.exists():
-        # It will hold keys and per-device management tokens: only the service's user may read it.
-        settings.state_dir.mkdir(parents=True, mode=0o700)
+    # It holds keys, tokens and device states: only the service's user may read it, even when the
+    # user made it beforehand (with whatever umask).
+    private_dir(settings.state_dir)
+    private_dir(settings.devices_dir)
     store = Store(settings.resolved_database_url)
-    sqlite_file = settings.state_dir / "hsmcloud.db"
-    if store.is_sqlite and sqlite_file.exists():
-        sqlite_file.chmod(0o600)  # SQLite gives its -wal and -shm files the same mode
     for attempt in range(3):
         try:
             with store.session() as s:

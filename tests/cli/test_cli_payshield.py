@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -115,6 +116,25 @@ def test_card_new_writes_a_sealed_card_and_never_overwrites(cli, tmp_path):
     # The PIN can be typed instead (twice) rather than given on the command line.
     data = cli.json("payshield", "card", "new", "--out", tmp_path / "typed.json", input="9876\n9876\n")
     assert set(data) == {"file", "card_id", "variant_check_value", "keyblock_check_value"}
+
+
+def test_card_new_inside_a_git_work_tree_warns_unless_ignored(cli, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    result = cli.ok("payshield", "card", "new", "--out", repo / "sub" / "card1.json", "--pin", "4321")
+    warning = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    assert warning == [f"warning: {repo / 'sub' / 'card1.json'} is inside the git work tree {repo} and not ignored "
+                       "there: a card file holds an LMK component (sealed under its PIN) and must never be "
+                       "committed. Move it to a private directory outside any repository (mkdir -m 700 "
+                       "~/hsm-cards), or add it to .gitignore."]
+    assert oct((repo / "sub" / "card1.json").stat().st_mode & 0o777) == "0o600"
+    # Ignored there, or outside any work tree: no warning.
+    (repo / ".gitignore").write_text("card*.json\n")
+    assert "warning:" not in cli.ok("payshield", "card", "new", "--out", repo / "card2.json", "--pin", "4321").stderr
+    private = tmp_path / "cards"
+    private.mkdir(mode=0o700)
+    assert "warning:" not in cli.ok("payshield", "card", "new", "--out", private / "c.json", "--pin", "4321").stderr
 
 
 def test_lmk_load_prints_check_value_equal_to_list(cli, pay, lmk):

@@ -99,6 +99,18 @@ def test_subnet_not_delegated_is_one_clear_line(cli, cli_cloud):
     assert cli.json("hsm", "list", sub=sub) == []
 
 
+def test_gateway_subnet_points_at_the_hsm_subnet(cli, cli_cloud):
+    sub = cli_cloud.new_subscription()
+    net = cli.json("network", "create", "-g", "gwsub", sub=sub)
+    gateway_subnet = net["subnetId"].rsplit("/", 1)[0] + "/GatewaySubnet"
+    line = cli.fails("hsm", "create", "-n", "hsm1", "-g", "gwsub", "--subnet", gateway_subnet, sub=sub)
+    assert line == ("error: GatewaySubnetNotAllowed: Subnet 'GatewaySubnet' of virtual network 'hsm-vnet' is "
+                    "reserved for the virtual network gateway and cannot hold dedicated HSMs. Use the HSM subnet "
+                    f"instead: {net['subnetId']}.")
+    assert "delegations" not in line  # never advises delegating the gateway's subnet
+    assert cli.json("hsm", "list", sub=sub) == []
+
+
 def test_not_allowlisted_then_operator_allowlists(cli, cli_cloud):
     sub = cli_cloud.new_subscription(allowlist=False)
     net = cli.json("network", "create", "-g", "rg", sub=sub)

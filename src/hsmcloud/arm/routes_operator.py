@@ -10,7 +10,7 @@ from hsmcloud.arm.routes_hsm import json_body, operation_location, services
 from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import fleet_view, subscriptions
 from hsmcloud.controlplane.hsms import live_key, validate_name
-from hsmcloud.controlplane.scope import require_region, utcnow
+from hsmcloud.controlplane.scope import check_group_name, require_region, utcnow
 from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.identity.tokens import normalize_subscription_id
 from hsmcloud.store.models import DedicatedHsm, Device, Event, Subscription
@@ -141,6 +141,7 @@ def force_delete(request: Request, sub: str, rg: str, name: str):
     """Set the force-delete flag and reclaim the device out of band (works on orphans too)."""
     who = operator(request)
     sub = normalize_subscription_id(sub)
+    check_group_name(rg)
     validate_name(name)
     svc = services(request)
     with svc.store.session() as s:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import subprocess
 import sys
 import typing
 from pathlib import Path
@@ -102,9 +103,28 @@ def card_new(out: Output,
     # Public fields only: the component itself stays sealed in the file.
     data = {"file": str(path), "card_id": card["card_id"], "variant_check_value": card["variant_check_value"],
             "keyblock_check_value": card["keyblock_check_value"]}
+    work_tree = unignored_git_work_tree(path)
+    if work_tree is not None:
+        out.warn(f"{path} is inside the git work tree {work_tree} and not ignored there: a card file holds an LMK "
+                 "component (sealed under its PIN) and must never be committed. Move it to a private directory "
+                 "outside any repository (mkdir -m 700 ~/hsm-cards), or add it to .gitignore.")
     out.result(data, lambda d: out.fields([("card", d["card_id"]), ("file", d["file"]),
                                            ("variant check value", d["variant_check_value"]),
                                            ("key-block check value", d["keyblock_check_value"])]))
+
+
+def unignored_git_work_tree(path: Path) -> Path | None:
+    """The git work tree holding `path`, unless git ignores the file there (None when none holds it)."""
+    path = path.absolute()
+    root = next((d for d in path.parents if (d / ".git").exists()), None)
+    if root is None:
+        return None
+    try:
+        ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", str(path)], capture_output=True,
+                                 timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ignored = False  # no git to ask: warn anyway
+    return None if ignored else root
 
 
 # ---- helpers for the appliance commands --------------------------------------------------------------

@@ -15,7 +15,7 @@ from hsmcloud.controlplane.skus import SKUS, lookup
 from hsmcloud.errors import Conflict, InvalidRequest, NotFound
 from hsmcloud.identity.tokens import Principal
 from hsmcloud.network import ipam
-from hsmcloud.network.service import HSM_DELEGATION, NetworkService
+from hsmcloud.network.service import GATEWAY_SUBNET, HSM_DELEGATION, NetworkService
 from hsmcloud.resource_ids import hsm_id, parse_subnet_id
 from hsmcloud.store.models import DedicatedHsm, Device, NetworkInterface, Operation, Stamp
 
@@ -278,6 +278,8 @@ class HsmService:
             raise InvalidRequest(f"Virtual network '{vnet.name}' is in {vnet.location} but the dedicated HSM is in "
                                  f"{location}: both must be in the same region.", code="VirtualNetworkLocationMismatch",
                                  target=target)
+        if sn.name_key == key(GATEWAY_SUBNET):
+            raise self._gateway_subnet_error(s, vnet, subnet_ref, target)
         if not any(d["serviceName"].lower() == HSM_DELEGATION.lower() for d in sn.delegations):
             raise InvalidRequest(
                 f"Subnet '{sn.name}' of virtual network '{vnet.name}' is not delegated to {HSM_DELEGATION}. Add the "
@@ -293,6 +295,18 @@ class HsmService:
                                  target=f"properties.{field}.networkInterfaces[{i}].privateIpAddress")
             seen.add(ip)
         return {"subnet_ref": subnet_ref, "subnet_id": sn.id, "ips": ips}
+
+    def _gateway_subnet_error(self, s: Session, vnet, subnet_ref: str, target: str) -> InvalidRequest:
+        """GatewaySubnet belongs to the virtual network's gateway: point at the HSM subnet instead."""
+        delegated = [sn.name for sn in self.network.list_subnets_of(s, vnet)
+                     if any(d["serviceName"].lower() == HSM_DELEGATION.lower() for d in sn.delegations)]
+        subnets_of_vnet = subnet_ref.rstrip("/").rsplit("/", 1)[0]
+        use = (f"Use the HSM subnet instead: {subnets_of_vnet}/{delegated[0]}" if delegated else
+               f"Use a subnet of its own delegated to {HSM_DELEGATION} (e.g. 'hsmsubnet', as 'hsmcloud network "
+               "create' makes it)")
+        return InvalidRequest(f"Subnet 'GatewaySubnet' of virtual network '{vnet.name}' is reserved for the virtual "
+                              f"network gateway and cannot hold dedicated HSMs. {use}.",
+                              code="GatewaySubnetNotAllowed", target=target)
 
     # ---- tags ----------------------------------------------------------------------------
     def update_tags(self, s: Session, principal: Principal, sub: str, rg: str, name: str, body: object) -> DedicatedHsm:

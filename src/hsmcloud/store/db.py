@@ -7,8 +7,10 @@ from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from hsmcloud.private_files import private_sqlite
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -16,6 +18,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def make_engine(url: str) -> Engine:
     """An engine for SQLite (WAL, foreign keys on) or PostgreSQL."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            private_sqlite(Path(database))  # the store holds tokens: 0600, and so its -wal/-shm
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

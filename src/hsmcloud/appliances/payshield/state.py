@@ -19,6 +19,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hsmcloud.private_files import make_private, write_private
+
 from ..sqlite_state import SqliteState, connect
 from .errors import StateError
 from .product import FIRMWARE_VERSION
@@ -134,6 +136,7 @@ class ApplianceState(SqliteState):
     def _load_or_create_master_key(self) -> bytes:
         path = self._master_key_path
         if path.exists():
+            make_private(path)
             key = bytes.fromhex(path.read_text().strip())
             if len(key) != 32:
                 raise StateError(f"{path} does not hold a 256-bit key")
@@ -141,13 +144,7 @@ class ApplianceState(SqliteState):
         return self._write_master_key(os.urandom(32))
 
     def _write_master_key(self, key: bytes) -> bytes:
-        tmp = self._master_key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key.hex())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._master_key_path)
+        write_private(self._master_key_path, key.hex().encode("ascii"))
         return key
 
     def _seal(self, data: bytes, aad: bytes) -> bytes:
