@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from hsmcloud.config import Settings
+from hsmcloud.controlplane.credentials import TenantCredentials
 from hsmcloud.controlplane.hsms import HsmService
 from hsmcloud.controlplane.lifecycle import Lifecycle
 from hsmcloud.controlplane.operations import release_all_leases
 from hsmcloud.fleet.device_host import DeviceHost
 from hsmcloud.fleet.inventory import seed_fleet
+from hsmcloud.identity.initial_secrets import InitialSecrets
 from hsmcloud.identity.tokens import TokenAuthority
 from hsmcloud.network.service import NetworkService
 from hsmcloud.private_files import private_dir
@@ -26,6 +28,7 @@ class Services:
     hsms: HsmService
     host: DeviceHost
     lifecycle: Lifecycle
+    credentials: TenantCredentials
 
 
 def build_services(settings: Settings) -> Services:
@@ -46,6 +49,10 @@ def build_services(settings: Settings) -> Services:
                 raise
     network = NetworkService(settings)
     host = DeviceHost(settings.devices_dir)
+    hsms = HsmService(settings, network)
+    initial_secrets = InitialSecrets(settings.state_dir)
     return Services(settings=settings, store=store, tokens=TokenAuthority(settings.state_dir), network=network,
-                    hsms=HsmService(settings, network), host=host,
-                    lifecycle=Lifecycle(store=store, settings=settings, host=host, network=network))
+                    hsms=hsms, host=host,
+                    lifecycle=Lifecycle(store=store, settings=settings, host=host, network=network,
+                                        initial_secrets=initial_secrets),
+                    credentials=TenantCredentials(store=store, hsms=hsms, initial_secrets=initial_secrets))

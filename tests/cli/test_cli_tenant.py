@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 import pytest
+
+from tests import appliance_ssh
 
 RG = "cli-rg"
 
@@ -59,10 +60,11 @@ def test_hsm_endpoints_give_loopback_address_and_ssh_port(cli, deployed):
     assert ep["privateIpAddresses"] == ["10.2.1.5"]
     human = cli.ok("hsm", "endpoints", "-n", "hsm1", "-g", RG, sub=sub).stdout
     assert f"ssh -p {port} admin@{ep['address']}" in human
-    # The printed endpoint is a live SSH server.
-    with socket.create_connection((ep["address"], port), timeout=10) as s:
-        s.settimeout(10)
-        assert s.recv(64).startswith(b"SSH-2.0")
+    # With the per-HSM password the first login takes (not the factory PASSWORD).
+    assert ep["initialAdminPassword"] != "PASSWORD"
+    assert f"initial admin password: {ep['initialAdminPassword']}" in human and "must change it" in human
+    [(code, text)] = appliance_ssh.run(ep["address"], port, ep["initialAdminPassword"], "hsm show")
+    assert code != 0 and "my password set" in text
 
 
 def test_hsm_update_tags(cli, deployed):

@@ -108,7 +108,7 @@ def test_kill_during_create_and_delete_then_restart(tmp_path, database_url):
             ep = c.get(hsm_url(sub, "hsm-rg", "crash1") + "/endpoints", params={"api-version": HSM_API}).json()
         held = allocated_devices(svc)
         assert [d["serial"] for d in held] == [ep["serial"]]  # exactly one device, not leaked, not doubled
-        appliance_ssh.take_ownership(ep["address"], ep["ports"]["ssh"])
+        appliance_ssh.take_ownership(ep)
         svc.stop()
 
         # A clean restart keeps the resource and the appliance's own state (the changed password).

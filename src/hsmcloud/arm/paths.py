@@ -15,6 +15,7 @@ CANONICAL = {s.lower(): s for s in (
     "locations", "operations", "Microsoft.HardwareSecurityModules", "dedicatedHSMs",
     "outboundNetworkDependenciesEndpoints", "Microsoft.Network", "virtualNetworks", "subnets",
     "virtualNetworkGateways", "networkInterfaces", "Microsoft.Resources", "quotaRequests", "endpoints",
+    "managementCredential",
 )}
 
 

@@ -192,7 +192,7 @@ def outbound_endpoints(request: Request, subscription_id: str, rg: str, name: st
 
 @router.get(RG_PATH + "/dedicatedHSMs/{name}/endpoints")
 def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: str):
-    """hsmcloud extension: where the HSM's virtual private IP is reachable on this machine."""
+    """hsmcloud extension: where the HSM's virtual private IP is reachable on this machine (tenant only)."""
     api_version(request)
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
@@ -207,12 +207,30 @@ def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: s
                "privateIpAddresses": [n.private_ip for n in nics]}
         if d.kind == "luna":
             out["ports"] = {"ssh": d.ssh_port}
+            # Good for the first login only, which forces the tenant to change it.
+            out["initialAdminPassword"] = svc.credentials.initial_admin_password(h)
         else:
-            # HOST1/HOST2 for payment applications; the management port and the tenant's credential
-            # for it stand in for payShield Manager on the management NIC.
+            # HOST1/HOST2 for payment applications; the management port stands in for payShield
+            # Manager on the management NIC. Its credential is the tenant's: claimed with
+            # POST .../managementCredential, never kept or shown here.
             out["ports"] = {"host1": d.host1_port, "host2": d.host2_port, "management": d.mgmt_port}
-            out["managementToken"] = d.tenant_token
-        return out
+            issued = d.tenant_credential_issued_at
+            out["managementCredentialIssuedAt"] = issued.isoformat() if issued else None
+    return JSONResponse(out, headers={"Cache-Control": "no-store"})
+
+
+@router.post(RG_PATH + "/dedicatedHSMs/{name}/managementCredential")
+async def issue_management_credential(request: Request, subscription_id: str, rg: str, name: str):
+    """hsmcloud extension: the tenant claims its payment HSM's management credential, once."""
+    api_version(request)
+    principal, sub = for_subscription(request, subscription_id)
+    body = await json_body(request) if await request.body() else {}
+    if not isinstance(body, dict) or set(body) - {"tokenSha256"}:
+        raise InvalidRequest("Send no body (a token is made for you and shown once), or {\"tokenSha256\": "
+                             "\"<SHA-256 of your own token, 64 hex digits>\"}.", code="InvalidRequestContent")
+    out = await services(request).credentials.issue_management_credential(principal, sub, rg, name,
+                                                                         body.get("tokenSha256"))
+    return JSONResponse(out, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/providers/Microsoft.HardwareSecurityModules/operations")

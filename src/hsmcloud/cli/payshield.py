@@ -3,7 +3,8 @@
 Admin cards are local files (`card new`); everything else goes to the appliance's management REST
 API, found through the service (`hsmcloud hsm endpoints`): LMKs from admin cards, the authorised
 state, keys from clear components (key-loading device) and back (trusted management device),
-host settings, logs and release."""
+host settings, logs and release. The management credential is the tenant's own (`credential`):
+claimed on first use and kept in $HSMCLOUD_CLIENT_HOME, never by the service."""
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,9 @@ from rich.text import Text
 from hsmcloud.cli.client import CliError
 from hsmcloud.cli.common import Ctx, confirm, run_guarded, service_command
 from hsmcloud.cli.output import Output
-from hsmcloud.cli.payshield_client import Management, connect
+from hsmcloud.cli.credentials import CredentialStore, SavedCredential
+from hsmcloud.cli.payshield_client import Management, claim, connect, endpoints, management_for, rotate, \
+    saved_credential
 
 app = typer.Typer(help="Payment HSMs (payShield 10K): admin cards, LMKs, authorised state, keys, settings, logs, "
                        "release.", no_args_is_help=True)
@@ -28,9 +31,13 @@ card_app = typer.Typer(help="Admin cards: files holding one LMK component each, 
                        no_args_is_help=True)
 lmk_app = typer.Typer(help="Local Master Keys: form one from admin cards, list them.", no_args_is_help=True)
 key_app = typer.Typer(help="Keys from clear components and back to components.", no_args_is_help=True)
+credential_app = typer.Typer(help="Your management credential for the payment HSM: claimed once, kept in "
+                                  "$HSMCLOUD_CLIENT_HOME (default ~/.hsmcloud-client), never by the provider.",
+                             no_args_is_help=True)
 app.add_typer(card_app, name="card")
 app.add_typer(lmk_app, name="lmk")
 app.add_typer(key_app, name="key")
+app.add_typer(credential_app, name="credential")
 
 Name = Annotated[str, typer.Option("--name", "-n", help="Name of the payment HSM.", show_default=False)]
 Group = Annotated[str, typer.Option("--resource-group", "-g", help="Resource group.", show_default=False)]
@@ -154,6 +161,68 @@ def lmk_fields(out: Output, lmk: dict) -> None:
     out.fields([("LMK", f"{lmk.get('id')} (slot {lmk.get('slot')})"), ("scheme", lmk.get("scheme")),
                 ("algorithm", lmk.get("algorithm")), ("check value", Text(str(lmk.get("check_value")), style="bold")),
                 ("cards", lmk.get("cards")), ("authorised", "yes" if lmk.get("authorised") else "no")])
+
+
+# ---- the management credential ---------------------------------------------------------------------
+def credential_result(cx: Ctx, store: CredentialStore, cred: SavedCredential, *, reveal: bool = False,
+                      note: str | None = None) -> None:
+    data = {"name": cred.name, "resourceGroup": cred.resource_group, "serial": cred.serial,
+            "issuedAt": cred.issued_at, "fingerprint": cred.fingerprint, "file": str(store.path_of(cred))}
+    if reveal:
+        data["token"] = cred.token
+
+    def human(d: dict) -> None:
+        pairs = [("payment HSM", d["name"]), ("device", d["serial"]), ("issued", d["issuedAt"]),
+                 ("fingerprint", d["fingerprint"]), ("saved in", d["file"])]
+        if reveal:
+            pairs.append(("token", Text(d["token"], style="bold")))
+        cx.out.fields(pairs)
+        if note:
+            cx.out.note(note, style="dim")
+    cx.out.result(data, human)
+
+
+@service_command(credential_app, "claim")
+def credential_claim(cx: Ctx, name: Name, resource_group: Group):
+    """Claim the management credential and save it here (the first payshield command does this by itself)."""
+    client = cx.client
+    ep = endpoints(client, resource_group, name)
+    store = CredentialStore()
+    cred = saved_credential(client, resource_group, name, ep, store=store)
+    with management_for(ep, cred, store=store) as m:
+        try:
+            m.json("GET", "/health")
+        except CliError as exc:
+            if exc.status != 401:
+                raise
+            cred = claim(client, resource_group, name, ep, store)  # released meanwhile: the device takes a new one
+    credential_result(cx, store, cred, note="Keep this file private (mode 0600): it opens the device's security "
+                                            "domain. Rotate it with 'hsmcloud payshield credential rotate'.")
+
+
+@service_command(credential_app, "show")
+def credential_show(cx: Ctx, name: Name, resource_group: Group,
+                    reveal: Annotated[bool, typer.Option("--reveal", help="Print the token too (for your own "
+                                                                        "tools: Authorization: Bearer <token>).")]
+                    = False):
+    """Where the saved management credential is, when it was issued and its fingerprint (the token with --reveal)."""
+    client = cx.client
+    ep = endpoints(client, resource_group, name)
+    store = CredentialStore()
+    cred = saved_credential(client, resource_group, name, ep, claim_if_unclaimed=False, store=store)
+    credential_result(cx, store, cred, reveal=reveal)
+
+
+@service_command(credential_app, "rotate")
+def credential_rotate(cx: Ctx, name: Name, resource_group: Group):
+    """Replace the management credential with a new one; the old one stops working at once."""
+    client = cx.client
+    ep = endpoints(client, resource_group, name)
+    store = CredentialStore()
+    cred = rotate(ep, saved_credential(client, resource_group, name, ep, claim_if_unclaimed=False, store=store),
+                  store)
+    credential_result(cx, store, cred, note="Rotated between this machine and the device: the service never saw "
+                                            "the old or the new token.")
 
 
 # ---- LMKs --------------------------------------------------------------------------------------------

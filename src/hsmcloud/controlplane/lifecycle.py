@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -18,9 +17,10 @@ from hsmcloud.controlplane.hsms import STATUS, arm_id
 from hsmcloud.controlplane.operations import claim_next
 from hsmcloud.controlplane.scope import find_group, utcnow
 from hsmcloud.controlplane.skus import SKUS
-from hsmcloud.errors import Conflict, HsmCloudError, ServiceUnavailable
+from hsmcloud.errors import Conflict, HsmCloudError, InvalidRequest, ServiceUnavailable
 from hsmcloud.fleet.device_host import DeviceHost, DeviceSpec
 from hsmcloud.fleet.management_client import ManagementClient, ManagementEndpoint
+from hsmcloud.identity.initial_secrets import InitialSecrets
 from hsmcloud.network import ipam
 from hsmcloud.network.service import NetworkService
 from hsmcloud.store.db import Store
@@ -45,11 +45,13 @@ class StepFailed(Exception):
 
 
 class Lifecycle:
-    def __init__(self, *, store: Store, settings, host: DeviceHost, network: NetworkService):
+    def __init__(self, *, store: Store, settings, host: DeviceHost, network: NetworkService,
+                 initial_secrets: InitialSecrets):
         self.store = store
         self.settings = settings
         self.host = host
         self.network = network
+        self.initial_secrets = initial_secrets
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -304,7 +306,7 @@ class Lifecycle:
     async def _provision(self, op_id: str) -> None:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
-            serial, kind = hsm.device_serial, SKUS[hsm.sku].device_kind
+            hsm_id, serial, kind = hsm.id, hsm.device_serial, SKUS[hsm.sku].device_kind
         mgmt = await self.start_device(serial)
         check = await mgmt.pristine()
         if not check.get("pristine"):
@@ -315,13 +317,20 @@ class Lifecycle:
                 raise ServiceUnavailable(f"Device {serial} is not pristine: {check.get('findings')}",
                                          code="DeviceNotPristine")
         await mgmt.health()
-        if kind == "payshield":
-            with self.store.session() as s:
-                device = s.get(Device, serial)
-                if not device.tenant_token:
-                    device.tenant_token = secrets.token_urlsafe(32)
-                token = device.tenant_token
-            await mgmt.hand_over(token)
+        # A payment device is handed over unclaimed: its tenant claims the management credential
+        # itself (controlplane/credentials.py), so the provider never holds it.
+        if kind == "luna":
+            # The factory password would let any local process take a fresh device first; the
+            # tenant's first login takes this per-HSM password (derived, the same on a repeat).
+            password = self.initial_secrets.admin_password(hsm_id=hsm_id, serial=serial)
+            try:
+                await mgmt.set_initial_admin_password(password)
+            except InvalidRequest as exc:
+                if exc.code != "AdminPasswordChanged":
+                    raise
+                # Someone changed the factory password in the moment before: the retry resets the device.
+                raise ServiceUnavailable(f"Device {serial}'s admin password was changed before hand-over; "
+                                         "resetting it again.", code="DeviceNotPristine") from None
 
     async def _on_failure(self, op_id: str, kind: str, error: HsmCloudError) -> None:
         with self.store.session() as s:
@@ -352,7 +361,7 @@ class Lifecycle:
         with self.store.session() as s:
             device = s.get(Device, serial)
             device.hsm_id = None
-            device.tenant_token = None
+            device.tenant_credential_issued_at = None
             device.state = "free" if pristine else "failed"
             device.last_checked_pristine_at = utcnow() if pristine else device.last_checked_pristine_at
             subscriptions.record(s, "control-plane", "device.return" if pristine else "device.quarantine", serial,

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..management_server import ManagementServer
 from .management import create_management_app
+from .passwords import check_admin_password, hash_password_async
 from .product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
 from .ssh_server import LunaSshService
 from .state import ApplianceState
@@ -152,6 +153,21 @@ class LunaAppliance:
             host_key = self.state.factory_reset()
             self._ssh.use_host_key(host_key)
             await self._ssh.end_sessions()
+
+    async def set_initial_admin_password(self, password: str) -> bool:
+        """Replace the factory admin password by ``password`` (change at first login still forced).
+
+        False if the admin has changed the password already. Sessions that logged in before
+        (with the factory password) are cut, so the new password is the only way in.
+        """
+        assert self._reset_lock is not None and self._ssh is not None
+        check_admin_password(password)
+        password_hash = await hash_password_async(password)
+        async with self._reset_lock:
+            if not self.state.set_initial_admin_password(password_hash):
+                return False
+            await self._ssh.end_sessions()
+        return True
 
     async def pristine_findings(self) -> list[str]:
         """Every trace of a tenant still on the device; empty when it is pristine."""

@@ -20,7 +20,7 @@ from typing import Any
 from . import cards as _cards
 from . import keycrypto as kc
 from .domain import HostSettings, SecurityDomain
-from .errors import FirmwareRefused, HostError, InvalidRequest, LmkError, NotAuthorized
+from .errors import AlreadyClaimed, FirmwareRefused, HostError, InvalidRequest, LmkError, NotAuthorized
 from .host_commands import COMMANDS, ClearKey, Outcome, execute, open_key, seal_key
 from .host_server import HostPort, RateLimiter
 from .lmk import (
@@ -33,7 +33,7 @@ from .lmk import (
     parse_key_type,
 )
 from ..management_server import ManagementServer
-from .management import PROVIDER, TENANT, create_management_app, token_digest
+from .management import PROVIDER, TENANT, create_management_app
 from .product import (
     DEFAULT_HOST_PORT,
     LMK_SLOT_CHOICES,
@@ -42,7 +42,7 @@ from .product import (
     PREMIUM_PACKAGE_FEATURES,
     firmware_key,
 )
-from .state import ApplianceState
+from .state import ApplianceState, Claim
 
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
@@ -272,7 +272,7 @@ class PayShieldAppliance:
                 "host2": self._host2.port if self._host2 else None,
                 "mgmt": self._mgmt_port,
             },
-            "allocated": device.tenant_token_hash is not None,
+            "claimed": device.tenant_token_hash is not None,
             "released": not self.state.customer_content_findings() and not self._domain.lmks,
             "lmks_loaded": len(self._domain.lmks),
             "host_connections": self._host_connections(),
@@ -293,9 +293,24 @@ class PayShieldAppliance:
         self._limiter.lifted = lifted
         self.record(PROVIDER, "licence.cps_limit", lifted=lifted)
 
-    def set_tenant_token(self, token: str | None) -> None:
-        self.state.set_tenant_token_hash(None if token is None else token_digest(token))
-        self.record(PROVIDER, "tenant.credential", set=token is not None)
+    def claim(self, digest: str) -> bool:
+        """Register the tenant's credential (its SHA-256) on an unclaimed device.
+
+        True if it was registered now, False if this credential held the device already."""
+        outcome = self.state.claim_tenant_token_hash(digest)
+        if outcome is Claim.REFUSED:
+            self.record(PROVIDER, "tenant.credential.claim", "refused: already claimed")
+            raise AlreadyClaimed(
+                "the device is already claimed: only its tenant can change the credential "
+                "(POST /tenant/credential); a release makes the device unclaimed again"
+            )
+        if outcome is Claim.CLAIMED:
+            self.record(PROVIDER, "tenant.credential.claim")
+        return outcome is Claim.CLAIMED
+
+    def rotate_tenant_credential(self, digest: str) -> None:
+        self.state.replace_tenant_token_hash(digest)
+        self.record(TENANT, "tenant.credential.rotate")
 
     def update_firmware(self, version: str, actor: str) -> str:
         try:

@@ -99,6 +99,12 @@ class LmkError(ManagementError):
     status, code = 409, "LmkError"
 
 
+class AlreadyClaimed(ManagementError):
+    """The provider tried to register a tenant credential on a device a tenant already holds."""
+
+    status, code = 409, "AlreadyClaimed"
+
+
 class FirmwareRefused(ManagementError):
     status, code = 409, "FirmwareRefused"
 

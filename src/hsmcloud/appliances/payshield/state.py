@@ -8,6 +8,7 @@ overwrites freed pages as well. Every change is one transaction (WAL journal).
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sqlite3
@@ -76,6 +77,14 @@ CREATE TABLE IF NOT EXISTS error_log (
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Claim(enum.Enum):
+    """The outcome of registering a tenant credential."""
+
+    CLAIMED = "claimed"
+    REPEATED = "repeated"  # already registered with this very credential
+    REFUSED = "refused"  # another credential holds the device
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +185,18 @@ class ApplianceState(SqliteState):
         with self._transaction() as db:
             db.execute("UPDATE device SET cps_limit_lifted = ?", (int(lifted),))
 
-    def set_tenant_token_hash(self, digest: str | None) -> None:
+    def claim_tenant_token_hash(self, digest: str) -> Claim:
+        """Register the tenant's credential unless another one is registered."""
+        with self._transaction() as db:  # BEGIN IMMEDIATE: of two racing claims exactly one wins
+            (current,) = db.execute("SELECT tenant_token_hash FROM device").fetchone()
+            if current is None:
+                db.execute("UPDATE device SET tenant_token_hash = ?", (digest,))
+                return Claim.CLAIMED
+            # The same digest again is a claim whose answer was lost: it may be repeated.
+            return Claim.REPEATED if current == digest else Claim.REFUSED
+
+    def replace_tenant_token_hash(self, digest: str) -> None:
+        """The tenant's new credential (rotation); the old one stops working with this commit."""
         with self._transaction() as db:
             db.execute("UPDATE device SET tenant_token_hash = ?", (digest,))
 
