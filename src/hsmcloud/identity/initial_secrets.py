@@ -14,6 +14,8 @@ import hmac
 import os
 from pathlib import Path
 
+from hsmcloud.private_files import make_private, private_dir, write_private_once
+
 KEY_FILE = "initial-secrets-key"
 # Upper, lower, digit and other characters whatever the random part holds: the appliance's
 # password rules (3 of 4 classes, at least 8 characters) always accept it.
@@ -26,19 +28,10 @@ class InitialSecrets:
         self._key = self._load_or_create()
 
     def _load_or_create(self) -> bytes:
+        private_dir(self.key_path.parent)
         if not self.key_path.exists():
-            self.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = self.key_path.with_name(f"{KEY_FILE}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(os.urandom(32).hex())
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, self.key_path)  # first writer wins if two replicas race
-            except FileExistsError:
-                pass
-            tmp.unlink(missing_ok=True)
+            write_private_once(self.key_path, os.urandom(32).hex().encode())  # first writer wins if replicas race
+        make_private(self.key_path)
         key = bytes.fromhex(self.key_path.read_text().strip())
         if len(key) != 32:
             raise ValueError(f"{self.key_path} does not hold a 256-bit key")
