@@ -14,6 +14,7 @@ import logging
 
 import asyncssh
 
+from ... import logredact
 from .errors import CommandAborted
 from .passwords import admin_password_matches
 from .product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
@@ -138,6 +139,7 @@ class LunaSshService:
 
     async def start(self, address: str, port: int) -> int:
         """Listen on (address, port); returns the bound port."""
+        logredact.install()  # asyncssh logs command lines and, at its debug level 3, passwords
         self._acceptor = await asyncssh.listen(
             address,
             port,
