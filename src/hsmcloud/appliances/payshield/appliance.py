@@ -22,7 +22,7 @@ from . import keycrypto as kc
 from .domain import HostSettings, SecurityDomain
 from .errors import FirmwareRefused, HostError, InvalidRequest, LmkError, NotAuthorized
 from .host_commands import COMMANDS, ClearKey, Outcome, execute, open_key, seal_key
-from .host_server import HostPort, RateLimiter
+from .host_server import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, ConnectionLimits, HostPort, RateLimiter
 from .lmk import (
     TYPE_USAGES,
     KeyBlockAttributes,
@@ -71,6 +71,10 @@ class PayShieldConfig:
     lmk_slots: int = 1
     calls_per_second: int = 60
     header_length: int = 4
+    #: A host connection that starts no frame for this many seconds is closed.
+    host_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Seconds to complete a frame once its first byte arrived (and a TLS handshake, and reading an answer).
+    host_frame_timeout: float = DEFAULT_FRAME_TIMEOUT
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -91,6 +95,11 @@ class PayShieldConfig:
             raise ValueError("header_length must be 0..255")
         if not self.mgmt_token:
             raise ValueError("mgmt_token must not be empty")
+        self.host_limits()  # checks the timeouts
+
+    def host_limits(self) -> ConnectionLimits:
+        """Connection count and timeouts of each host interface."""
+        return ConnectionLimits(idle_timeout=self.host_idle_timeout, frame_timeout=self.host_frame_timeout)
 
 
 def firmware_number(version: str) -> str:
@@ -175,10 +184,10 @@ class PayShieldAppliance:
     async def _start_host_ports(self, port1: int, port2: int) -> None:
         cfg = self.config
         tls = self._host_tls_context() if self._settings.tls else None
-        host1 = HostPort("HOST1", self._process, self._frame_error)
+        host1 = HostPort("HOST1", self._process, self._connection_error, limits=cfg.host_limits())
         await host1.start(cfg.address, port1, tls)
         self._host1 = host1
-        host2 = HostPort("HOST2", self._process, self._frame_error)
+        host2 = HostPort("HOST2", self._process, self._connection_error, limits=cfg.host_limits())
         await host2.start(cfg.host2_address or cfg.address, port2, tls)
         self._host2 = host2
 
@@ -244,9 +253,9 @@ class PayShieldAppliance:
             )
         return outcome
 
-    def _frame_error(self, port: str, peer: str, message: str) -> None:
+    def _connection_error(self, port: str, peer: str, kind: str, message: str) -> None:
         if self._state is not None:
-            self._state.error(source=port, command="--", error_code="framing", peer=peer, message=message)
+            self._state.error(source=port, command="--", error_code=kind, peer=peer, message=message)
 
     # -- provider -------------------------------------------------------------------------
 
