@@ -114,19 +114,14 @@ class RateLimiter:
 
 
 class _StreamProtocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol; with ``hold_input`` nothing is read until TLS takes over.
+    """asyncio's stream protocol, except that nothing is read until ``_serve`` decides on TLS.
 
-    A client sends its TLS ClientHello at once; read as plain data before ``start_tls``, it
-    would be lost to the handshake.
+    A TLS client sends its ClientHello at once; read as plain data before ``start_tls``, it
+    would be lost to the handshake. ``_serve`` resumes reading (plain) or starts TLS.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, serve, *, hold_input: bool) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(reader, serve)
-        self._hold_input = hold_input
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._hold_input:
-            transport.pause_reading()  # type: ignore[attr-defined]  # start_tls resumes it
+        transport.pause_reading()  # type: ignore[attr-defined]
         super().connection_made(transport)
 
 
@@ -170,8 +165,7 @@ class HostPort:
         loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.StreamReaderProtocol:
-            reader = asyncio.StreamReader(limit=MAX_MESSAGE_LENGTH + 2)
-            return _StreamProtocol(reader, self._serve, hold_input=tls is not None)
+            return _StreamProtocol(asyncio.StreamReader(limit=MAX_MESSAGE_LENGTH + 2), self._serve)
 
         self._server = await loop.create_server(protocol, address, port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -186,6 +180,12 @@ class HostPort:
                 await self._server.wait_closed()
         self._server = None
         self.port = None
+
+    async def use_tls(self, tls: ssl.SSLContext | None, *, close_connections: bool = True) -> None:
+        """Serve new connections with ``tls`` (None: plain TCP); by default cut the open ones."""
+        self._tls = tls
+        if close_connections:
+            await self.close_connections()
 
     async def close_connections(self) -> None:
         tasks = list(self._connections)
@@ -224,8 +224,11 @@ class HostPort:
         connection = _Connection(task=task, peer=peer_text, last_answer=self._clock())
         self._connections[task] = connection
         try:
-            if self._tls is not None:
-                await self._start_tls(writer)
+            if self._tls is None:
+                writer.transport.resume_reading()  # type: ignore[attr-defined]
+            else:
+                peer_text = await self._start_tls(writer, self._tls, peer_text)
+                connection.peer = peer_text
             while True:
                 body = await self._read_frame(reader)
                 if body is None:
@@ -256,16 +259,18 @@ class HostPort:
             with contextlib.suppress(BaseException):
                 await writer.wait_closed()
 
-    async def _start_tls(self, writer: asyncio.StreamWriter) -> None:
-        assert self._tls is not None
+    async def _start_tls(self, writer: asyncio.StreamWriter, tls: ssl.SSLContext, peer: str) -> str:
+        """Run the TLS handshake; returns the peer named with its certificate's subject, if any."""
         try:
-            await asyncio.wait_for(writer.start_tls(self._tls), self.limits.frame_timeout)
+            await asyncio.wait_for(writer.start_tls(tls), self.limits.frame_timeout)
         except TimeoutError:
             raise _Closed("tls", f"TLS handshake not complete within {self.limits.frame_timeout:g} s") from None
         except ssl.SSLError as exc:
-            raise _Closed("tls", f"TLS handshake failed: {exc.reason or exc.__class__.__name__}") from None
+            raise _Closed("tls", f"TLS handshake failed: {_tls_failure(exc)}") from None
         except (ConnectionError, OSError) as exc:
             raise _Closed("tls", f"TLS handshake failed: {exc.__class__.__name__}") from None
+        subject = dict(item for rdn in (writer.get_extra_info("peercert") or {}).get("subject", ()) for item in rdn)
+        return f"{peer} (CN={subject['commonName']})" if "commonName" in subject else peer
 
     async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
         """The next message; None when the client closed the connection between frames."""
@@ -293,3 +298,21 @@ class HostPort:
         except TimeoutError:
             raise _Closed("framing", f"incomplete message: not received within {limits.frame_timeout:g} s of "
                                      "its first byte") from None
+
+
+#: What OpenSSL's reasons for a failed server-side handshake mean to the tenant reading the log.
+_TLS_FAILURES = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client presented no certificate (this port needs mutual TLS)",
+    "CERTIFICATE_VERIFY_FAILED": "the client certificate is not trusted",
+    "WRONG_VERSION_NUMBER": "the client does not speak TLS (plain TCP to a TLS port?)",
+    "HTTP_REQUEST": "the client does not speak TLS (plain TCP to a TLS port?)",
+    "UNEXPECTED_EOF_WHILE_READING": "the client closed the connection during the handshake",
+}
+
+
+def _tls_failure(exc: ssl.SSLError) -> str:
+    reason = exc.reason or exc.__class__.__name__
+    meaning = _TLS_FAILURES.get(reason)
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        meaning = f"the client certificate is not trusted ({exc.verify_message})"
+    return f"{meaning} [{reason}]" if meaning else reason
