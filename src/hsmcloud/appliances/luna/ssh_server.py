@@ -137,7 +137,7 @@ class _Connection(asyncssh.SSHServer):
 
         async def verify() -> bool:
             if username != ADMIN_USER:
-                return False  # checked all the same, so an unknown user is no quicker to tell
+                return False  # an unknown user waits its turn and counts as a failure, like a wrong password
             return await admin_password_matches(password, state.device().admin_password_hash)
 
         ok = await service.throttle.check(host, verify)
