@@ -47,12 +47,12 @@ def up(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run the whole service on 127.0.0.1: ARM endpoint, provisioning worker and appliances."""
+    from hsmcloud import logredact
     from hsmcloud.errors import HsmCloudError
     from hsmcloud.listener import listen
     from hsmcloud.server import build_server, write_endpoint
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logredact.configure(logging.INFO if verbose else logging.WARNING)
     state_dir = state_dir.expanduser().absolute()
     settings = Settings(state_dir=state_dir, port=port, tls=not http, database_url=database_url,
                         regions=tuple(region), gateway_provision_seconds=gateway_seconds,

@@ -3,7 +3,7 @@
 Admin cards are local files (`card new`); everything else goes to the appliance's management REST
 API, found through the service (`hsmcloud hsm endpoints`): LMKs from admin cards, the authorised
 state, keys from clear components (key-loading device) and back (trusted management device),
-host settings, logs and release. The management credential is the tenant's own (`credential`):
+host settings, TLS on the host ports (`host-tls`), logs and release. The management credential is the tenant's own (`credential`):
 claimed on first use and kept in $HSMCLOUD_CLIENT_HOME, never by the service."""
 from __future__ import annotations
 
@@ -465,3 +465,110 @@ def release(cx: Ctx, name: Name, resource_group: Group,
                      + ("." if d.get("pristine") else f"; remaining: {', '.join(d.get('findings') or [])}."))
     cx.out.result(data, human)
     hint(cx, f"Next: hsmcloud hsm delete -g {resource_group} -n {name}")
+
+
+# ---- TLS on the host ports ---------------------------------------------------------------------------
+host_tls_app = typer.Typer(help="TLS on HOST1/HOST2: off, on (server certificate) or mutual (trusted client "
+                                "certificates only) per port.", no_args_is_help=True)
+app.add_typer(host_tls_app, name="host-tls")
+TLS_MODES = ("off", "on", "mutual")
+TlsMode = Annotated[Optional[str], typer.Option(show_default=False, metavar="off|on|mutual",
+                                                help="TLS mode of the port.")]
+
+
+def host_tls_fields(cx: Ctx, d: dict) -> None:
+    ports = d.get("ports") or {}
+    server = d.get("server_certificate") or {}
+    cx.out.fields([("HOST1", ports.get("host1")), ("HOST2", ports.get("host2")),
+                   ("server certificate", server.get("fingerprint") or "none yet (made when TLS is first used)")])
+    rows = [[t.get("subject"), "CA" if t.get("ca") else "client", t.get("not_after"), t.get("fingerprint")]
+            for t in d.get("trusted") or []]
+    cx.out.table(["Trusted subject", "Kind", "Not after", "SHA-256 fingerprint"], rows,
+                 empty="No client certificate is trusted.")
+
+
+@service_command(host_tls_app, "show")
+def host_tls_show(cx: Ctx, name: Name, resource_group: Group):
+    """The TLS mode of each host port, the trusted client certificates and the server certificate."""
+    with mgmt(cx, resource_group, name) as m:
+        data = m.json("GET", "/host-tls")
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+
+
+@service_command(host_tls_app, "set")
+def host_tls_set(cx: Ctx, name: Name, resource_group: Group, host1: TlsMode = None, host2: TlsMode = None):
+    """Set the TLS mode of HOST1 and/or HOST2; open connections of a changed port are closed."""
+    body = {port: mode.strip().lower() for port, mode in (("host1", host1), ("host2", host2)) if mode is not None}
+    if not body:
+        raise CliError("InvalidArgument", "Give --host1 MODE and/or --host2 MODE (off, on or mutual).")
+    for port, mode in body.items():
+        if mode not in TLS_MODES:
+            raise CliError("InvalidArgument", f"--{port} must be off, on or mutual, not '{mode}'.")
+    with mgmt(cx, resource_group, name) as m:
+        try:
+            data = m.json("PUT", "/host-tls", body=body)
+        except CliError as exc:
+            if exc.code == "NoTrustedClientCertificate":
+                exc.message += (f" Run 'hsmcloud payshield host-tls trust -g {resource_group} -n {name} --cert "
+                                "CA.pem' first.")
+            raise
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+    if "on" in body.values() or "mutual" in body.values():
+        hint(cx, f"Pin the server certificate: hsmcloud payshield host-tls server-cert -g {resource_group} -n {name} "
+                 "--out payshield-host.pem")
+
+
+@service_command(host_tls_app, "trust")
+def host_tls_trust(cx: Ctx, name: Name, resource_group: Group,
+                   cert: Annotated[list[Path], typer.Option("--cert", show_default=False,
+                                                            help="A PEM file of CA or client certificates to trust "
+                                                                 "(repeatable). Never a private key.")]):
+    """Trust client certificates for mutual TLS: a CA (every client certificate it issued) or one client."""
+    texts = []
+    for path in cert or []:
+        path = path.expanduser()
+        try:
+            texts.append(path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError("CannotReadFile", f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}.") from None
+    if not texts:
+        raise CliError("InvalidArgument", "Give at least one --cert FILE (PEM).")
+    with mgmt(cx, resource_group, name) as m:  # one request: all files are trusted, or none
+        data = m.json("POST", "/host-tls/trusted", body={"certificate": "\n".join(t.strip() for t in texts) + "\n"})
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+
+
+@service_command(host_tls_app, "untrust")
+def host_tls_untrust(cx: Ctx, name: Name, resource_group: Group,
+                     fingerprint: Annotated[str, typer.Option("--fingerprint", show_default=False,
+                                                              help="SHA-256 fingerprint of the certificate, as "
+                                                                   "'host-tls show' lists it.")]):
+    """Stop trusting a client certificate; connections of mutual ports are closed."""
+    from urllib.parse import quote
+
+    with mgmt(cx, resource_group, name) as m:
+        data = m.json("DELETE", "/host-tls/trusted/" + quote(fingerprint.strip(), safe=""))
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+
+
+@service_command(host_tls_app, "server-cert")
+def host_tls_server_cert(cx: Ctx, name: Name, resource_group: Group,
+                         out_file: Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False,
+                                                                          help="Write the PEM to this file instead "
+                                                                               "of stdout.")] = None):
+    """The certificate the host ports present (PEM), for the host application to pin."""
+    with mgmt(cx, resource_group, name) as m:
+        text = m.text("GET", "/host-tls/server-certificate")
+    if out_file is None:
+        if cx.json:
+            cx.out.emit_json({"pem": text})
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return
+    path = out_file.expanduser()
+    try:
+        path.write_text(text, encoding="ascii")
+    except OSError as exc:
+        raise CliError("CannotWriteFile", f"Cannot write {path}: {exc.strerror or exc}.") from None
+    cx.out.result({"file": str(path)}, lambda d: cx.out.print(f"Server certificate written to {d['file']}."))

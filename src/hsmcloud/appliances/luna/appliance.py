@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..management_server import ManagementServer
+from .login_throttle import LoginThrottle
 from .management import create_management_app
 from .passwords import check_admin_password, hash_password_async
 from .product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
@@ -54,10 +55,14 @@ class ApplianceConfig:
 
 
 class LunaAppliance:
-    """An emulated Luna appliance. ``await start()``, use it, ``await stop()``; restartable."""
+    """An emulated Luna appliance. ``await start()``, use it, ``await stop()``; restartable.
 
-    def __init__(self, config: ApplianceConfig) -> None:
+    ``login_throttle`` replaces the SSH login throttle (tests give one with a fake clock).
+    """
+
+    def __init__(self, config: ApplianceConfig, *, login_throttle: LoginThrottle | None = None) -> None:
         self.config = config
+        self._login_throttle = login_throttle
         self._state: ApplianceState | None = None
         self._ssh: LunaSshService | None = None
         self._mgmt: ManagementServer | None = None
@@ -77,7 +82,7 @@ class LunaAppliance:
             raise RuntimeError(f"appliance {self.config.serial} is already running")
         cfg = self.config
         state = await asyncio.to_thread(ApplianceState.open, cfg.state_dir, cfg.serial)
-        ssh = LunaSshService(state)
+        ssh = LunaSshService(state, throttle=self._login_throttle)
         mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token), name="luna-mgmt")
         self._state, self._reset_lock = state, asyncio.Lock()
         try:

@@ -111,3 +111,15 @@ class FirmwareRefused(ManagementError):
 
 class NotFound(ManagementError):
     status, code = 404, "NotFound"
+
+
+class InvalidCertificate(ManagementError):
+    """A certificate given to trust is not one (or comes with a private key)."""
+
+    status, code = 400, "InvalidCertificate"
+
+
+class NoTrustedClientCertificate(ManagementError):
+    """Mutual TLS on a host port needs at least one trusted client certificate."""
+
+    status, code = 409, "NoTrustedClientCertificate"

@@ -7,7 +7,8 @@ Two callers, told apart by their bearer token:
   and the claim that registers the tenant's credential on an unclaimed device). It never
   sees key material or a tenant credential.
 * the **tenant** (the credential registered by the claim): LMK loading from admin cards,
-  authorised state, key loading and component export, settings, firmware, logs, release,
+  authorised state, key loading and component export, settings, TLS on the host ports
+  (``/host-tls``), firmware, logs, release,
   and rotating its own credential (``POST /tenant/credential``). The provider's token is
   refused on these routes.
 
@@ -59,6 +60,11 @@ class ManagedDevice(Protocol):
     async def update_settings(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def audit_entries(self) -> list[dict[str, Any]]: ...
     def error_entries(self) -> list[dict[str, Any]]: ...
+    def host_tls_view(self) -> dict[str, Any]: ...
+    def host_tls_server_certificate(self) -> str: ...
+    async def set_host_tls(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def trust_client_certificates(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def untrust_client_certificate(self, fingerprint: str) -> dict[str, Any]: ...
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -257,6 +263,32 @@ def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI
     @app.get("/logs/error")
     async def error_log(format: str | None = None) -> Response:  # noqa: A002 - query name
         return _log_export(device.error_entries(), format)
+
+    # -- tenant: TLS on the host ports -------------------------------------------------
+
+    @app.get("/host-tls")
+    async def host_tls() -> dict[str, Any]:
+        """Mode of each host port, the trusted client certificates, the server certificate."""
+        return device.host_tls_view()
+
+    @app.put("/host-tls")
+    async def set_host_tls(request: Request) -> dict[str, Any]:
+        """``{"host1": "off"|"on"|"mutual", "host2": ...}``."""
+        return await device.set_host_tls(await _json_body(request))
+
+    @app.post("/host-tls/trusted")
+    async def trust(request: Request) -> dict[str, Any]:
+        """``{"certificate": "<PEM: one or more CA or client certificates>"}``."""
+        return await device.trust_client_certificates(await _json_body(request))
+
+    @app.delete("/host-tls/trusted/{fingerprint}")
+    async def untrust(fingerprint: str) -> dict[str, Any]:
+        return await device.untrust_client_certificate(fingerprint)
+
+    @app.get("/host-tls/server-certificate")
+    async def server_certificate() -> Response:
+        """The certificate the host ports present, to pin in the host application."""
+        return PlainTextResponse(device.host_tls_server_certificate(), media_type="application/x-pem-file")
 
     return app
 

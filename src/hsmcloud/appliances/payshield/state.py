@@ -247,6 +247,28 @@ class ApplianceState(SqliteState):
             for key, value in values.items():
                 db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
 
+    # -- host TLS server identity --------------------------------------------------------
+
+    _HOST_TLS_IDENTITY = "host_tls_identity"
+    _HOST_TLS_AAD = b"host-tls-key"
+
+    def host_tls_identity(self) -> tuple[str, str] | None:
+        """The host ports' TLS (certificate PEM, private key PEM), or None before the first."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (self._HOST_TLS_IDENTITY,)).fetchone()
+        if row is None:
+            return None
+        stored = json.loads(row[0])
+        key = self._unseal(bytes.fromhex(stored["sealed_key"]), self._HOST_TLS_AAD)
+        return stored["certificate"], key.decode("ascii")
+
+    def put_host_tls_identity(self, certificate: str, private_key: str) -> None:
+        """Keep the identity, its key sealed under the master key; a release erases it (a setting)."""
+        sealed = self._seal(private_key.encode("ascii"), self._HOST_TLS_AAD)
+        value = json.dumps({"certificate": certificate, "sealed_key": sealed.hex()})
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (self._HOST_TLS_IDENTITY, value))
+
     # -- logs ----------------------------------------------------------------------------
 
     def audit(self, *, actor: str, action: str, result: str = "ok", **detail: Any) -> None:
