@@ -186,6 +186,10 @@ def test_no_secret_in_any_log_at_debug_level(cloud):
             assert wait_terminal(c, sub, "hsm-rg", "logluna")["properties"]["provisioningState"] == "Succeeded"
             assert wait_terminal(c, sub, "hsm-rg", "logpay")["properties"]["provisioningState"] == "Succeeded"
             luna, pay = endpoints(c, sub, "logluna"), endpoints(c, sub, "logpay")
+            claimed = c.post(hsm_url(sub, "hsm-rg", "logpay") + "/managementCredential",
+                             params={"api-version": HSM_API})
+            assert claimed.status_code == 200, claimed.text
+            pay["managementToken"] = claimed.json()["managementToken"]
         first = luna.get("initialAdminPassword") or "PASSWORD"
         if first != "PASSWORD":
             secrets["initial admin password"] = first
