@@ -182,13 +182,14 @@ class HsmService:
 
     # ---- creating ------------------------------------------------------------------------
     def create_or_update(self, s: Session, principal: Principal, sub: str, rg: str, name: str, body: object,
-                         api_version: str) -> tuple[DedicatedHsm, bool]:
+                         api_version: str) -> tuple[DedicatedHsm, Operation | None, bool]:
+        """Create, retry or update an HSM: (the HSM, the create operation it started if any, whether it is new)."""
         validate_name(name)
         req = parse_create(body, api_version)
         group = require_group(s, sub, rg)
         existing = self.find(s, sub, rg, name)
         if existing is not None:
-            return self._put_existing(s, principal, existing, req), False
+            return *self._put_existing(s, principal, existing, req), False
         subscriptions.require_allowlisted(s, sub)
         require_region(s, req.location, target="location")
         if req.stamp is not None and s.scalar(select(Stamp).where(Stamp.region == req.location,
@@ -213,12 +214,13 @@ class HsmService:
             modified_by=principal.name)
         s.add(hsm)
         s.flush()
-        new_operation(s, kind="hsm.create", subscription_id=sub, location=req.location, target=hsm.id,
-                      step="CheckingQuota")
+        op = new_operation(s, kind="hsm.create", subscription_id=sub, location=req.location, target=hsm.id,
+                           step="CheckingQuota")
         subscriptions.record(s, principal.name, "hsm.create", arm_id(hsm), sku=req.sku)
-        return hsm, True
+        return hsm, op, True
 
-    def _put_existing(self, s: Session, principal: Principal, hsm: DedicatedHsm, req: CreateRequest) -> DedicatedHsm:
+    def _put_existing(self, s: Session, principal: Principal, hsm: DedicatedHsm,
+                      req: CreateRequest) -> tuple[DedicatedHsm, Operation | None]:
         if in_progress_for(s, hsm.id) is not None:
             raise Conflict(f"Dedicated HSM '{hsm.name}' is {hsm.provisioning_state}: wait for the running operation "
                            "to finish before changing it.", code="AnotherOperationInProgress")
@@ -233,6 +235,7 @@ class HsmService:
                                  "create a new one instead.", code="PropertyChangeNotAllowed", target=changed[0])
         hsm.tags = req.tags
         hsm.modified_at, hsm.modified_by = utcnow(), principal.name
+        op = None
         if hsm.provisioning_state == "Failed":
             # Retrying a failed deployment (e.g. after the gateway became ready) starts it over.
             subscriptions.require_allowlisted(s, hsm.subscription_id)
@@ -245,10 +248,10 @@ class HsmService:
             hsm.requested_stamp = req.stamp
             hsm.zones = req.zones
             hsm.provisioning_state, hsm.status_message, hsm.error = "CheckingQuota", STATUS["CheckingQuota"], None
-            new_operation(s, kind="hsm.create", subscription_id=hsm.subscription_id, location=hsm.location,
-                          target=hsm.id, step="CheckingQuota")
+            op = new_operation(s, kind="hsm.create", subscription_id=hsm.subscription_id, location=hsm.location,
+                               target=hsm.id, step="CheckingQuota")
             subscriptions.record(s, principal.name, "hsm.retry", arm_id(hsm))
-        return hsm
+        return hsm, op
 
     def _placement_changes(self, s: Session, hsm: DedicatedHsm, req: CreateRequest) -> list[str]:
         """Fields of a PUT that would move a deployed HSM (which only a new HSM can do)."""

@@ -44,6 +44,15 @@ class StepFailed(Exception):
         self.error = error
 
 
+def failure_record(error: HsmCloudError) -> dict:
+    """A failure as ARM's error detail: the same on the failed resource and on its operation."""
+    out = {"code": error.code, "message": error.message}
+    if error.target:
+        out["target"] = error.target
+    out["details"] = error.details or [{"code": error.code, "message": error.message}]
+    return out
+
+
 class Lifecycle:
     def __init__(self, *, store: Store, settings, host: DeviceHost, network: NetworkService):
         self.store = store
@@ -82,7 +91,7 @@ class Lifecycle:
             op_id, kind, step, attempts = op.id, op.kind, op.step, op.attempts
         handler = {"hsm.create": self._create_step, "hsm.delete": self._delete_step}.get(kind)
         if handler is None:
-            self._finish(op_id, error=ServiceUnavailable(f"Unknown operation kind {kind}."))
+            self._finish(op_id, error=failure_record(ServiceUnavailable(f"Unknown operation kind {kind}.")))
             return True
         try:
             next_step = await handler(op_id, step)
@@ -119,11 +128,11 @@ class Lifecycle:
             op.not_before = utcnow() + timedelta(seconds=min(0.5 * 2 ** op.attempts, 10))
             op.error = error.to_dict()
 
-    def _finish(self, op_id: str, error: HsmCloudError | None = None) -> None:
+    def _finish(self, op_id: str, error: dict | None = None) -> None:
         with self.store.session() as s:
             op = s.get(Operation, op_id)
             op.status = "Failed" if error else "Succeeded"
-            op.error = error.to_dict() if error else None
+            op.error = error
             op.updated_at = utcnow()
             op.lease_owner = op.lease_expires_at = None
 
@@ -337,10 +346,9 @@ class Lifecycle:
                 hsm.device_serial, hsm.stamp_id = None, None
             hsm.provisioning_state = "Failed"
             hsm.status_message = error.message
-            hsm.error = {"code": error.code, "message": error.message, "details": error.details or [
-                {"code": error.code, "message": error.message}]}
+            hsm.error = failure_record(error)
             subscriptions.record(s, "control-plane", f"{kind}.failed", arm_id(hsm), code=error.code)
-        self._finish(op_id, error)
+        self._finish(op_id, failure_record(error))
 
     async def _return_device(self, serial: str, *, reason: str) -> bool:
         """Reset a device, check it pristine and put it back in the free pool; quarantine it otherwise."""

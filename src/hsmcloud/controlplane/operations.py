@@ -64,13 +64,3 @@ def release_all_leases(session: Session) -> None:
     """On start of a single-replica service every lease belongs to a dead process."""
     session.execute(update(Operation).where(Operation.status == "InProgress")
                     .values(lease_owner=None, lease_expires_at=None))
-
-
-def operation_json(op: Operation) -> dict:
-    out = {"id": op.id, "name": op.id, "status": op.status, "startTime": op.created_at.isoformat(),
-           "kind": op.kind, "step": op.step}
-    if op.status != "InProgress":
-        out["endTime"] = op.updated_at.isoformat()
-    if op.error:
-        out["error"] = op.error
-    return out
