@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from hsmcloud.controlplane import subscriptions
+from hsmcloud.controlplane import quota, subscriptions
 from hsmcloud.controlplane.hsms import STATUS, arm_id
 from hsmcloud.controlplane.operations import claim_next
 from hsmcloud.controlplane.scope import find_group, utcnow
@@ -42,6 +42,10 @@ MAX_TRANSIENT_ATTEMPTS = 6
 class StepFailed(Exception):
     def __init__(self, error: HsmCloudError):
         self.error = error
+
+
+class WaitInLine(Exception):
+    """The step checks quota, and a create ahead of it in its line has not had its outcome yet."""
 
 
 def failure_record(error: HsmCloudError) -> dict:
@@ -95,6 +99,9 @@ class Lifecycle:
             return True
         try:
             next_step = await handler(op_id, step)
+        except WaitInLine:
+            self._wait_in_line(op_id)
+            return True
         except StepFailed as failed:
             await self._on_failure(op_id, kind, failed.error)
             return True
@@ -120,6 +127,13 @@ class Lifecycle:
             op.step, op.updated_at, op.attempts = next_step, now, 0
             op.lease_owner = op.lease_expires_at = None
             op.not_before = now + timedelta(seconds=self.settings.step_delay_seconds)
+
+    def _wait_in_line(self, op_id: str) -> None:
+        """Give the operation back uncounted; claim_next hands it out again once it is its turn."""
+        with self.store.session() as s:
+            op = s.get(Operation, op_id)
+            op.lease_owner = op.lease_expires_at = None
+            op.attempts = max(op.attempts - 1, 0)
 
     def _retry_later(self, op_id: str, error: HsmCloudError) -> None:
         with self.store.session() as s:
@@ -158,28 +172,27 @@ class Lifecycle:
     def _hsm_of(self, s, op_id: str) -> DedicatedHsm:
         return s.get(DedicatedHsm, s.get(Operation, op_id).target)
 
-    def _live_in_region(self, hsm: DedicatedHsm):
-        return select(func.count()).select_from(DedicatedHsm).where(
-            DedicatedHsm.subscription_id == hsm.subscription_id, DedicatedHsm.location == hsm.location,
-            DedicatedHsm.live_key.is_not(None), DedicatedHsm.id != hsm.id)
-
     def _check_quota(self, op_id: str) -> None:
         with self.store.session() as s:
+            if quota.must_wait(s, op_id):
+                raise WaitInLine()
             hsm = self._hsm_of(s, op_id)
             per_region, _ = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
-            used = s.scalar(self._live_in_region(hsm))
+            used = quota.used(s, hsm.subscription_id, hsm.location, other_than=hsm.id)
             if used >= per_region:
                 raise StepFailed(Conflict(
                     f"Quota exceeded: subscription {hsm.subscription_id} already has {used} dedicated HSM(s) in "
                     f"{hsm.location} and its quota is {per_region} per region. Delete HSMs left by failed "
                     f"deployments, or request more with 'hsmcloud quota request --region {hsm.location} "
-                    f"--per-region {per_region + 1}'.", code="QuotaExceeded"))
+                    f"--per-region {per_region + 1}'.", code=quota.REFUSED))
 
     def _allocate(self, op_id: str) -> None:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
             if hsm.device_serial:  # a crash after allocating: the allocation is already committed
                 return
+            if quota.must_wait(s, op_id):
+                raise WaitInLine()
             kind = SKUS[hsm.sku].device_kind
             per_region, per_stamp = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
             stamps = list(s.scalars(select(Stamp).where(Stamp.region == hsm.location).order_by(Stamp.index)))
@@ -187,7 +200,7 @@ class Lifecycle:
                 stamps = [st for st in stamps if st.name == hsm.requested_stamp]
             quota_blocked, candidates = [], []
             for st in stamps:
-                mine = s.scalar(self._live_in_region(hsm).where(DedicatedHsm.stamp_id == st.id))
+                mine = quota.used(s, hsm.subscription_id, hsm.location, stamp_id=st.id, other_than=hsm.id)
                 free = s.scalar(select(func.count()).select_from(Device).where(
                     Device.stamp_id == st.id, Device.kind == kind, Device.role == "customer",
                     Device.state == "free"))
@@ -201,7 +214,7 @@ class Lifecycle:
                         f"Quota exceeded: subscription {hsm.subscription_id} already has {per_stamp} dedicated HSM(s) "
                         f"in {', '.join(quota_blocked)} of {hsm.location}, its quota per stamp. Choose another stamp, "
                         f"or request more with 'hsmcloud quota request --region {hsm.location} --per-stamp "
-                        f"{per_stamp + 1}'.", code="QuotaExceeded"))
+                        f"{per_stamp + 1}'.", code=quota.REFUSED))
                 where = f"stamp {hsm.requested_stamp} of {hsm.location}" if hsm.requested_stamp else hsm.location
                 raise StepFailed(Conflict(
                     f"There is no free {kind} device left in {where}: the capacity is used up. Try another region"

@@ -5,9 +5,10 @@ import base64
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import not_, or_, select, update
 from sqlalchemy.orm import Session
 
+from hsmcloud.controlplane.quota import waiting_in_line
 from hsmcloud.controlplane.scope import utcnow
 from hsmcloud.errors import NotFound
 from hsmcloud.store.models import Operation
@@ -38,7 +39,7 @@ def in_progress_for(session: Session, target: str) -> Operation | None:
 
 
 def claim_next(session: Session, worker_id: str) -> Operation | None:
-    """Lease one runnable operation (none leased by a live worker) for this worker."""
+    """Lease one runnable operation (none leased by a live worker, not waiting in its quota line)."""
     now = utcnow()
     candidates = session.scalars(
         select(Operation.id).where(
@@ -46,7 +47,8 @@ def claim_next(session: Session, worker_id: str) -> Operation | None:
             or_(Operation.lease_expires_at.is_(None), Operation.lease_expires_at < now,
                 Operation.lease_owner == worker_id),
             or_(Operation.not_before.is_(None), Operation.not_before <= now),
-        ).order_by(Operation.created_at).limit(5)).all()
+            not_(waiting_in_line()),
+        ).order_by(Operation.created_at, Operation.id).limit(5)).all()
     for op_id in candidates:
         # Conditional update: of two workers racing for an operation, exactly one wins.
         res = session.execute(
