@@ -325,6 +325,38 @@ def test_changes_that_would_move_a_deployed_hsm_are_refused(cloud):
         assert r.status_code == 200 and r.json()["tags"] == {"a": "2"}
 
 
+def test_failed_hsm_takes_a_corrected_put(cloud):
+    sub = cloud.new_subscription()
+    with cloud.http(sub) as c:
+        no_gateway = make_network(c, sub, location="westus", vnet="first-vnet", prefix="10.11", gateway=False)
+        put_hsm(c, sub, "hsm-rg", "fix1", hsm_body(no_gateway, location="westus", sku=PAY, ip="10.11.1.7"))
+        assert wait_terminal(c, sub, "hsm-rg", "fix1")["properties"]["error"]["code"] == "GatewayNotFound"
+        subnet = make_network(c, sub, location="westus", prefix="10.12")
+        corrected = hsm_body(subnet, location="westus", sku="payShield10K_LMK2_CPS250", ip="10.12.1.9",
+                             stamp="stamp2")
+        # Moving it to another region, or making it another kind of HSM, still needs a new resource.
+        for field, body in (("location", dict(corrected, location="eastus")),
+                            ("sku.name", dict(corrected, sku={"name": "SafeNet Luna Network HSM A790"}))):
+            r = put_hsm(c, sub, "hsm-rg", "fix1", body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "PropertyChangeNotAllowed", r.text
+            assert r.json()["error"]["target"] == field and "create a new one" in r.json()["error"]["message"]
+        r = put_hsm(c, sub, "hsm-rg", "fix1", dict(corrected, properties=dict(corrected["properties"],
+                                                                              stampId="stamp9")))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidStampId"
+        unchanged = c.get(hsm_url(sub, "hsm-rg", "fix1"), params={"api-version": HSM_API}).json()
+        assert unchanged["sku"]["name"] == PAY and unchanged["properties"]["error"]["code"] == "GatewayNotFound"
+
+        # The rerun with another subnet, address, stamp and SKU of the same kind goes through.
+        r = put_hsm(c, sub, "hsm-rg", "fix1", corrected)
+        assert r.status_code == 200 and "azure-asyncoperation" in r.headers, r.text
+        done = wait_terminal(c, sub, "hsm-rg", "fix1")
+        assert done["properties"]["provisioningState"] == "Succeeded", done["properties"]
+        assert done["sku"]["name"] == "payShield10K_LMK2_CPS250"
+        assert done["properties"]["stampId"] == "stamp2"
+        assert done["properties"]["networkProfile"]["subnet"]["resourceId"] == subnet
+        assert done["properties"]["networkProfile"]["networkInterfaces"][0]["privateIpAddress"] == "10.12.1.9"
+
+
 def test_delete_during_create_is_refused_until_it_finishes(cloud):
     sub = cloud.new_subscription()
     cloud.settings.step_delay_seconds = 0.5
