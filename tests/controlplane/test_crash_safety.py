@@ -97,7 +97,7 @@ def test_kill_during_create_and_delete_then_restart(tmp_path, database_url):
         with svc.http(sub) as c:
             subnet = make_network(c, sub)
             assert c.put(hsm_url(sub, "hsm-rg", "crash1"), params={"api-version": HSM_API},
-                         json=hsm_body(subnet)).status_code == 200
+                         json=hsm_body(subnet)).status_code == 201
             wait_for(lambda: state_of(c, sub, "crash1") in ("Connecting", "Provisioning"), "allocation")
         svc.kill()  # the device is allocated, the deployment is half done
 

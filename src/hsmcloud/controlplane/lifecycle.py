@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from hsmcloud.controlplane import subscriptions
+from hsmcloud.controlplane import quota, subscriptions
 from hsmcloud.controlplane.hsms import STATUS, arm_id
 from hsmcloud.controlplane.operations import claim_next
 from hsmcloud.controlplane.scope import find_group, utcnow
@@ -42,6 +42,19 @@ MAX_TRANSIENT_ATTEMPTS = 6
 class StepFailed(Exception):
     def __init__(self, error: HsmCloudError):
         self.error = error
+
+
+class WaitInLine(Exception):
+    """The step checks quota, and a create ahead of it in its line has not had its outcome yet."""
+
+
+def failure_record(error: HsmCloudError) -> dict:
+    """A failure as ARM's error detail: the same on the failed resource and on its operation."""
+    out = {"code": error.code, "message": error.message}
+    if error.target:
+        out["target"] = error.target
+    out["details"] = error.details or [{"code": error.code, "message": error.message}]
+    return out
 
 
 class Lifecycle:
@@ -84,10 +97,13 @@ class Lifecycle:
             op_id, kind, step, attempts = op.id, op.kind, op.step, op.attempts
         handler = {"hsm.create": self._create_step, "hsm.delete": self._delete_step}.get(kind)
         if handler is None:
-            self._finish(op_id, error=ServiceUnavailable(f"Unknown operation kind {kind}."))
+            self._finish(op_id, error=failure_record(ServiceUnavailable(f"Unknown operation kind {kind}.")))
             return True
         try:
             next_step = await handler(op_id, step)
+        except WaitInLine:
+            self._wait_in_line(op_id)
+            return True
         except StepFailed as failed:
             await self._on_failure(op_id, kind, failed.error)
             return True
@@ -114,6 +130,13 @@ class Lifecycle:
             op.lease_owner = op.lease_expires_at = None
             op.not_before = now + timedelta(seconds=self.settings.step_delay_seconds)
 
+    def _wait_in_line(self, op_id: str) -> None:
+        """Give the operation back uncounted; claim_next hands it out again once it is its turn."""
+        with self.store.session() as s:
+            op = s.get(Operation, op_id)
+            op.lease_owner = op.lease_expires_at = None
+            op.attempts = max(op.attempts - 1, 0)
+
     def _retry_later(self, op_id: str, error: HsmCloudError) -> None:
         with self.store.session() as s:
             op = s.get(Operation, op_id)
@@ -121,11 +144,11 @@ class Lifecycle:
             op.not_before = utcnow() + timedelta(seconds=min(0.5 * 2 ** op.attempts, 10))
             op.error = error.to_dict()
 
-    def _finish(self, op_id: str, error: HsmCloudError | None = None) -> None:
+    def _finish(self, op_id: str, error: dict | None = None) -> None:
         with self.store.session() as s:
             op = s.get(Operation, op_id)
             op.status = "Failed" if error else "Succeeded"
-            op.error = error.to_dict() if error else None
+            op.error = error
             op.updated_at = utcnow()
             op.lease_owner = op.lease_expires_at = None
 
@@ -151,28 +174,27 @@ class Lifecycle:
     def _hsm_of(self, s, op_id: str) -> DedicatedHsm:
         return s.get(DedicatedHsm, s.get(Operation, op_id).target)
 
-    def _live_in_region(self, hsm: DedicatedHsm):
-        return select(func.count()).select_from(DedicatedHsm).where(
-            DedicatedHsm.subscription_id == hsm.subscription_id, DedicatedHsm.location == hsm.location,
-            DedicatedHsm.live_key.is_not(None), DedicatedHsm.id != hsm.id)
-
     def _check_quota(self, op_id: str) -> None:
         with self.store.session() as s:
+            if quota.must_wait(s, op_id):
+                raise WaitInLine()
             hsm = self._hsm_of(s, op_id)
             per_region, _ = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
-            used = s.scalar(self._live_in_region(hsm))
+            used = quota.used(s, hsm.subscription_id, hsm.location, other_than=hsm.id)
             if used >= per_region:
                 raise StepFailed(Conflict(
                     f"Quota exceeded: subscription {hsm.subscription_id} already has {used} dedicated HSM(s) in "
                     f"{hsm.location} and its quota is {per_region} per region. Delete HSMs left by failed "
                     f"deployments, or request more with 'hsmcloud quota request --region {hsm.location} "
-                    f"--per-region {per_region + 1}'.", code="QuotaExceeded"))
+                    f"--per-region {per_region + 1}'.", code=quota.REFUSED))
 
     def _allocate(self, op_id: str) -> None:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
             if hsm.device_serial:  # a crash after allocating: the allocation is already committed
                 return
+            if quota.must_wait(s, op_id):
+                raise WaitInLine()
             kind = SKUS[hsm.sku].device_kind
             per_region, per_stamp = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
             stamps = list(s.scalars(select(Stamp).where(Stamp.region == hsm.location).order_by(Stamp.index)))
@@ -180,7 +202,7 @@ class Lifecycle:
                 stamps = [st for st in stamps if st.name == hsm.requested_stamp]
             quota_blocked, candidates = [], []
             for st in stamps:
-                mine = s.scalar(self._live_in_region(hsm).where(DedicatedHsm.stamp_id == st.id))
+                mine = quota.used(s, hsm.subscription_id, hsm.location, stamp_id=st.id, other_than=hsm.id)
                 free = s.scalar(select(func.count()).select_from(Device).where(
                     Device.stamp_id == st.id, Device.kind == kind, Device.role == "customer",
                     Device.state == "free"))
@@ -194,7 +216,7 @@ class Lifecycle:
                         f"Quota exceeded: subscription {hsm.subscription_id} already has {per_stamp} dedicated HSM(s) "
                         f"in {', '.join(quota_blocked)} of {hsm.location}, its quota per stamp. Choose another stamp, "
                         f"or request more with 'hsmcloud quota request --region {hsm.location} --per-stamp "
-                        f"{per_stamp + 1}'.", code="QuotaExceeded"))
+                        f"{per_stamp + 1}'.", code=quota.REFUSED))
                 where = f"stamp {hsm.requested_stamp} of {hsm.location}" if hsm.requested_stamp else hsm.location
                 raise StepFailed(Conflict(
                     f"There is no free {kind} device left in {where}: the capacity is used up. Try another region"
@@ -346,10 +368,9 @@ class Lifecycle:
                 hsm.device_serial, hsm.stamp_id = None, None
             hsm.provisioning_state = "Failed"
             hsm.status_message = error.message
-            hsm.error = {"code": error.code, "message": error.message, "details": error.details or [
-                {"code": error.code, "message": error.message}]}
+            hsm.error = failure_record(error)
             subscriptions.record(s, "control-plane", f"{kind}.failed", arm_id(hsm), code=error.code)
-        self._finish(op_id, error)
+        self._finish(op_id, failure_record(error))
 
     async def _return_device(self, serial: str, *, reason: str) -> bool:
         """Reset a device, check it pristine and put it back in the free pool; quarantine it otherwise."""
