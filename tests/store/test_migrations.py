@@ -52,7 +52,7 @@ def test_upgrade_keeps_rows_of_an_older_store(db_url):
 
 
 def test_upgrade_forgets_clear_tenant_credentials(db_url):
-    """0004: a payment device handed over with a clear credential in the store keeps only 'issued'."""
+    """0003: a payment device handed over with a clear credential in the store keeps only 'issued'."""
     engine = make_engine(db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

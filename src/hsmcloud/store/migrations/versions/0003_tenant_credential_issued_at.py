@@ -1,6 +1,6 @@
 """payment devices: the store no longer holds the tenant's management credential, only when it was issued
 
-Revision ID: 0004
+Revision ID: 0003
 Revises: 0002
 """
 from datetime import datetime, timezone
@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0004"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
