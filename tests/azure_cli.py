@@ -32,8 +32,9 @@ def ensure_installed(venv: Path | None = None) -> Path:
     started = time.monotonic()
     python = os.environ.get("HSMCLOUD_AZCLI_PYTHON") or sys.executable
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    # --no-compile: az compiles what it imports on first use; compiling all of azure-cli takes minutes.
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    f"azure-cli=={AZURE_CLI_VERSION}"], check=True)
+                    "--no-compile", f"azure-cli=={AZURE_CLI_VERSION}"], check=True)
     marker.write_text(f"installed in {time.monotonic() - started:.0f} s\n")
     return az_path(venv)
 
