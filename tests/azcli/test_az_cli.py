@@ -96,12 +96,14 @@ def test_az_cli_signs_in_and_drives_the_generic_arm_commands(cloud, az_bin, tmp_
                            "addressSpace": {"addressPrefixes": ["10.7.0.0/16"]},
                            "subnets": [{"name": "hsmsubnet", "properties": {"addressPrefix": "10.7.1.0/24",
                                                                             "delegations": delegation}},
-                                       {"name": "GatewaySubnet", "properties": {"addressPrefix": "10.7.255.0/26"}}]}}))
+                                       {"name": "GatewaySubnet",
+                                        "properties": {"addressPrefix": "10.7.255.0/26"}}]}}))
     assert vnet["id"] == net
-    az.run("resource", "create", "-g", rg, "-n", "hsm-gw", "--resource-type", "Microsoft.Network/virtualNetworkGateways",
-           "--is-full-object", "--properties", json.dumps({"location": "eastus", "properties": {
-               "gatewayType": "ExpressRoute", "sku": {"name": "Standard", "tier": "Standard"},
-               "ipConfigurations": [{"name": "default", "properties": {"subnet": {"id": f"{net}/subnets/GatewaySubnet"}}}]}}))
+    gateway_ip = {"name": "default", "properties": {"subnet": {"id": f"{net}/subnets/GatewaySubnet"}}}
+    az.run("resource", "create", "-g", rg, "-n", "hsm-gw", "--resource-type",
+           "Microsoft.Network/virtualNetworkGateways", "--is-full-object", "--properties", json.dumps({
+               "location": "eastus", "properties": {"gatewayType": "ExpressRoute", "ipConfigurations": [gateway_ip],
+                                                    "sku": {"name": "Standard", "tier": "Standard"}}}))
     hsm_args = ["-g", rg, "-n", "az-hsm1", "--resource-type", HSM_TYPE]
     created = az.json("resource", "create", *hsm_args, "--is-full-object", "--properties", json.dumps({
         "location": "eastus", "sku": {"name": LUNA}, "tags": {"made-by": "az"},
@@ -114,12 +116,14 @@ def test_az_cli_signs_in_and_drives_the_generic_arm_commands(cloud, az_bin, tmp_
     assert shown["properties"]["networkProfile"]["networkInterfaces"][0]["privateIpAddress"].startswith("10.7.1.")
 
     in_group = {r["name"]: r["type"] for r in az.json("resource", "list", "-g", rg)}
-    assert in_group == {"hsm-vnet": "Microsoft.Network/virtualNetworks", "hsm-gw": "Microsoft.Network/virtualNetworkGateways",
+    assert in_group == {"hsm-vnet": "Microsoft.Network/virtualNetworks",
+                        "hsm-gw": "Microsoft.Network/virtualNetworkGateways",
                         "az-hsm1_HSMHost1Nic": "Microsoft.Network/networkInterfaces"}  # dedicatedHSMs are hidden
     assert [r["name"] for r in az.json("resource", "list", "--resource-type", HSM_TYPE)] == ["az-hsm1"]
     listed = az.json("rest", "--method", "get", "--url", f"/subscriptions/{{subscriptionId}}/resourceGroups/{rg}/"
                      "providers/Microsoft.HardwareSecurityModules/dedicatedHSMs?api-version=2021-11-30")
-    assert [h["properties"]["networkProfile"]["subnet"] for h in listed["value"]] == [{"id": f"{net}/subnets/hsmsubnet"}]
+    assert [h["properties"]["networkProfile"]["subnet"] for h in listed["value"]] == [
+        {"id": f"{net}/subnets/hsmsubnet"}]
 
     az.run("resource", "delete", *hsm_args)
     az.run("resource", "wait", "--deleted", *hsm_args, "--timeout", "120")

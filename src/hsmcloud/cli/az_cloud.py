@@ -39,14 +39,16 @@ def commands(endpoint: str, ca: str | None, name: str) -> list[str]:
 
 def az_cloud(
     name: Annotated[str, typer.Option("--name", "-n", help="The cloud's name in az.")] = CLOUD_NAME,
-    as_config: Annotated[bool, typer.Option("--cloud-config", help="Print only the JSON for "
-                                            "'az cloud register --cloud-config @FILE --skip-endpoint-discovery'.")] = False,
-    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", envvar="HSMCLOUD_STATE_DIR", show_default=False,
-                                                      help="State directory of the service (its endpoint.json).")] = None,
+    as_config: Annotated[bool, typer.Option(
+        "--cloud-config",
+        help="Print only the JSON for 'az cloud register --cloud-config @FILE --skip-endpoint-discovery'.")] = False,
+    state_dir: Annotated[Optional[Path], typer.Option(
+        "--state-dir", envvar="HSMCLOUD_STATE_DIR", show_default=False,
+        help="State directory of the service (its endpoint.json).")] = None,
     endpoint: Annotated[Optional[str], typer.Option("--endpoint", envvar="HSMCLOUD_ENDPOINT", show_default=False,
                                                     help="The service's URL (default: from endpoint.json).")] = None,
-    ca: Annotated[Optional[Path], typer.Option("--ca", show_default=False,
-                                               help="CA certificate of the endpoint (default: the service's own).")] = None,
+    ca: Annotated[Optional[Path], typer.Option(
+        "--ca", show_default=False, help="CA certificate of the endpoint (default: the service's own).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
 ):
     """Print the commands that register this service as a cloud in the az CLI."""
