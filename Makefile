@@ -28,4 +28,4 @@ $(VENV)/.installed-test: $(VENV)/.created pyproject.toml
 	touch $(VENV)/.installed $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-azure-cli build *.egg-info src/*.egg-info

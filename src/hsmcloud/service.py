@@ -12,7 +12,10 @@ from hsmcloud.controlplane.lifecycle import Lifecycle
 from hsmcloud.controlplane.operations import release_all_leases
 from hsmcloud.fleet.device_host import DeviceHost
 from hsmcloud.fleet.inventory import seed_fleet
+from hsmcloud.identity import directory
 from hsmcloud.identity.initial_secrets import InitialSecrets
+from hsmcloud.identity.service_principals import ServicePrincipals
+from hsmcloud.identity.token_endpoint import TokenEndpoint
 from hsmcloud.identity.tokens import TokenAuthority
 from hsmcloud.network.service import NetworkService
 from hsmcloud.private_files import private_dir
@@ -29,6 +32,8 @@ class Services:
     host: DeviceHost
     lifecycle: Lifecycle
     credentials: TenantCredentials
+    principals: ServicePrincipals
+    token_endpoint: TokenEndpoint
 
 
 def build_services(settings: Settings) -> Services:
@@ -51,8 +56,12 @@ def build_services(settings: Settings) -> Services:
     host = DeviceHost(settings.devices_dir)
     hsms = HsmService(settings, network)
     initial_secrets = InitialSecrets(settings.state_dir)
-    return Services(settings=settings, store=store, tokens=TokenAuthority(settings.state_dir), network=network,
-                    hsms=hsms, host=host,
+    tokens = TokenAuthority(settings.state_dir)
+    tenant_id = directory.tenant_id(settings.state_dir)
+    principals = ServicePrincipals(store=store, tenant_id=tenant_id)
+    return Services(settings=settings, store=store, tokens=tokens, network=network, hsms=hsms, host=host,
+                    principals=principals,
+                    token_endpoint=TokenEndpoint(tenant_id=tenant_id, tokens=tokens, principals=principals),
                     lifecycle=Lifecycle(store=store, settings=settings, host=host, network=network,
                                         initial_secrets=initial_secrets),
                     credentials=TenantCredentials(store=store, hsms=hsms, initial_secrets=initial_secrets))

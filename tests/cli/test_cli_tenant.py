@@ -71,6 +71,11 @@ def test_hsm_update_tags(cli, deployed):
     sub = deployed["sub"]
     hsm = cli.json("hsm", "update", "-n", "hsm1", "-g", RG, "--tags", "Dept=crypto", sub=sub)
     assert hsm["tags"] == {"Dept": "crypto"}
+    # --sku is a payment HSM's performance level; a general-purpose HSM keeps its SKU (and its tags).
+    line = cli.fails("hsm", "update", "-n", "hsm1", "-g", RG, "--sku", "payShield10K_LMK1_CPS250",
+                     "--tags", "Dept=other", sub=sub, code="PropertyChangeNotAllowed")
+    assert "payment HSM's performance level" in line
+    assert cli.json("hsm", "show", "-n", "hsm1", "-g", RG, sub=sub)["tags"] == {"Dept": "crypto"}
 
 
 def test_network_show(cli, deployed):

@@ -22,7 +22,8 @@ from tests.helpers import HSM_API, NET_API, RG_API, hsm_body, make_network
 
 # A value for every path parameter a tenant route may have; a new parameter fails the walk below
 # until it is added here, so no new route escapes it.
-PARAMS = {"rg": "hsm-rg", "vnet": "hsm-vnet", "location": "eastus", "op_id": "some-operation"}
+PARAMS = {"rg": "hsm-rg", "vnet": "hsm-vnet", "location": "eastus", "op_id": "some-operation",
+          "namespace": "Microsoft.HardwareSecurityModules", "app_id": "00000000-0000-0000-0000-00000000000a"}
 # The HSM the walk names where a route takes {name}: a real one, so a leak would show.
 NAMES = {"dedicatedHSMs": "pay-op", "virtualNetworks": "hsm-vnet", "subnets": "hsmsubnet",
          "virtualNetworkGateways": "hsm-vnet-gw", "networkInterfaces": "pay-op_HSMHost1Nic"}

@@ -1,6 +1,7 @@
 """The README's SDK snippet runs as pasted against the service."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,10 +23,14 @@ def test_readme_sdk_snippet_creates_gets_lists_and_deletes(cloud, retry_after):
     sub = cloud.new_subscription()
     with cloud.http(sub) as c:
         make_network(c, sub)  # what 'hsmcloud network create -g hsm-rg' makes
-    # The snippet as a user runs it: its own process, `hsmcloud` on PATH, the variables the README sets.
+    # The snippet as a user runs it: its own process, `hsmcloud` on PATH, the variables the README sets,
+    # the service principal from the README's 'hsmcloud sp create --name sdk-app --json'.
     env = dict(os.environ, HSMCLOUD_SUBSCRIPTION=sub, HSMCLOUD_STATE_DIR=str(cloud.settings.state_dir),
                HSMCLOUD_ENDPOINT=cloud.url, PATH=os.pathsep.join([str(Path(sys.executable).parent),
                                                                  os.environ.get("PATH", "")]))
+    sp = json.loads(subprocess.run(["hsmcloud", "sp", "create", "--name", "sdk-app", "--json"], env=env,
+                                   capture_output=True, text=True, check=True).stdout)
+    env.update(AZURE_TENANT_ID=sp["tenant"], AZURE_CLIENT_ID=sp["appId"], AZURE_CLIENT_SECRET=sp["password"])
     run = subprocess.run([sys.executable, "-c", readme_sdk_snippet()], env=env, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr

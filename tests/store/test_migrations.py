@@ -74,3 +74,19 @@ def test_upgrade_forgets_clear_tenant_credentials(db_url):
     store.close()
     assert "tenant_token" not in columns
     assert issued["PS1"] is not None and issued["PS2"] is None
+
+
+def test_upgrade_to_0004_adds_service_principals(db_url):
+    """0004: a store of 0003 gains the (empty) service principal table, and a downgrade removes it."""
+    engine = make_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        assert "service_principals" not in inspect(conn).get_table_names()
+        command.upgrade(cfg, "0004")
+        assert conn.execute(text("SELECT count(*) FROM service_principals")).scalar() == 0
+        command.downgrade(cfg, "0003")
+        assert "service_principals" not in inspect(conn).get_table_names()
+    engine.dispose()

@@ -8,7 +8,10 @@ from hsmcloud.errors import InvalidRequest
 HSM_API_VERSIONS = ("2018-10-31-preview", "2021-11-30", "2024-06-30-preview", "2025-03-31")
 # Versions whose references use `resourceId` rather than `id`.
 RESOURCE_ID_VERSIONS = ("2024-06-30-preview", "2025-03-31")
-# Microsoft.Network and Microsoft.Resources: any dated version; clients of every vintage use them.
+# Microsoft.Network and Microsoft.Resources accept any dated version (clients of every vintage use
+# them); these are the ones the providers list advertises, newest first.
+NETWORK_API_VERSIONS = ("2024-05-01", "2023-09-01", "2022-09-01", "2022-01-01", "2021-05-01")
+RESOURCES_API_VERSIONS = ("2024-11-01", "2022-12-01", "2022-09-01", "2021-04-01", "2020-01-01")
 _DATED = re.compile(r"^20(1[5-9]|2\d)-(0[1-9]|1[0-2])-([0-2]\d|3[01])(-preview)?$")
 
 

@@ -8,7 +8,8 @@ import logging
 from fastapi import FastAPI
 
 from hsmcloud import __version__
-from hsmcloud.arm import errors, openapi, routes_hsm, routes_network, routes_operator, routes_resources
+from hsmcloud.arm import (errors, openapi, routes_hsm, routes_identity, routes_network, routes_operator,
+                          routes_resources)
 from hsmcloud.arm.paths import CanonicalPathMiddleware
 from hsmcloud.service import Services
 
@@ -36,10 +37,12 @@ def create_app(services: Services) -> FastAPI:
                   redoc_url=None, openapi_url="/openapi.json")
     app.state.services = services
     errors.install(app)
+    routes_identity.install(app)
     app.include_router(routes_hsm.router)
     app.include_router(routes_network.router)
     app.include_router(routes_resources.router)
     app.include_router(routes_operator.router)
+    app.include_router(routes_identity.router)
 
     @app.get("/healthz")
     def healthz():

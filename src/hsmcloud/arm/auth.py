@@ -18,7 +18,11 @@ def principal_of(request: Request) -> Principal:
         raise Unauthenticated("Authentication failed. The 'Authorization' header is missing: send 'Authorization: "
                               "Bearer <token>' with a token from 'hsmcloud token'.",
                               code="AuthenticationFailedMissingToken")
-    return request.app.state.services.tokens.verify(token.strip())
+    services = request.app.state.services
+    principal = services.tokens.verify(token.strip())
+    if principal.app_id is not None:
+        services.principals.require_active(principal)  # a deleted principal's tokens stop at once
+    return principal
 
 
 def for_subscription(request: Request, subscription_id: str) -> tuple[Principal, str]:

@@ -15,12 +15,14 @@ CANONICAL = {s.lower(): s for s in (
     "locations", "operations", "Microsoft.HardwareSecurityModules", "dedicatedHSMs",
     "outboundNetworkDependenciesEndpoints", "Microsoft.Network", "virtualNetworks", "subnets",
     "virtualNetworkGateways", "networkInterfaces", "Microsoft.Resources", "quotaRequests", "endpoints",
-    "managementCredential",
+    "managementCredential", "servicePrincipals", "tenants",
 )}
 
 
 def canonical_path(path: str) -> str:
-    parts = path.split("/")
+    # Empty segments are dropped, as ARM does: the generic resource clients send
+    # `/providers/{namespace}//{type}/{name}` when a resource has no parent path.
+    parts = [p for p in path.split("/") if p]
     out = []
     for i, part in enumerate(parts):
         # Names sit after a keyword; only keyword positions are folded so a group named
@@ -28,9 +30,12 @@ def canonical_path(path: str) -> str:
         prev = parts[i - 1].lower() if i > 0 else ""
         is_name = prev in {"subscriptions", "resourcegroups", "dedicatedhsms", "virtualnetworks", "subnets",
                            "virtualnetworkgateways", "networkinterfaces", "locations", "operationresults",
-                           "operationstatuses", "quotarequests"}
+                           "operationstatuses", "quotarequests", "serviceprincipals"}
         out.append(part if is_name else CANONICAL.get(part.lower(), part))
-    return "/".join(out)
+    joined = "/".join(out)
+    lead = "/" if path.startswith("/") else ""
+    trail = "/" if path.endswith("/") and joined else ""
+    return lead + joined + trail
 
 
 def check_segments(raw_path: str) -> None:

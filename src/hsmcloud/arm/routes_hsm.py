@@ -1,21 +1,19 @@
 """Microsoft.HardwareSecurityModules/dedicatedHSMs on the ARM surface."""
 from __future__ import annotations
 
-import json
-
 import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from hsmcloud.arm import render
+from hsmcloud.arm import json_text, render
 from hsmcloud.arm.api_versions import require_api_version
 from hsmcloud.arm.auth import for_subscription, principal_of
 from hsmcloud.arm.paging import page
 from hsmcloud.controlplane.operations import get_operation, in_progress_for
 from hsmcloud.errors import Conflict, InvalidRequest, ServiceUnavailable
-from hsmcloud.controlplane.hsms import validate_name
+from hsmcloud.controlplane.hsms import parse_patch, validate_name
 from hsmcloud.controlplane.scope import require_group
 from hsmcloud.store.models import Device, NetworkInterface, Stamp
 
@@ -37,7 +35,7 @@ async def json_body(request: Request) -> object:
     if not raw:
         raise InvalidRequest("The request body is empty; send the resource as JSON.", code="InvalidRequestContent")
     try:
-        return json.loads(raw)
+        return json_text.loads(raw)
     except ValueError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="InvalidRequestContent") from None
 
@@ -93,12 +91,24 @@ def get(request: Request, subscription_id: str, rg: str, name: str):
 async def update(request: Request, subscription_id: str, rg: str, name: str):
     version = api_version(request)
     principal, sub = for_subscription(request, subscription_id)
-    body = await json_body(request)
+    req = parse_patch(await json_body(request))
     svc = services(request)
+
+    def check():
+        with svc.store.session() as s:
+            return svc.hsms.licence_change(s, sub, rg, name, req)
+
+    change = await run_in_threadpool(check)
+    if change:
+        # A payment HSM's performance level: the provider installs the new licence on the device
+        # (its calls per second) through the management interface; customer content is untouched.
+        serial, cps = change
+        mgmt = await svc.lifecycle.start_device(serial)
+        await mgmt.set_licence(cps=cps)
 
     def work():
         with svc.store.session() as s:
-            return render_hsm(svc, s, svc.hsms.update_tags(s, principal, sub, rg, name, body), version)
+            return render_hsm(svc, s, svc.hsms.apply_patch(s, principal, sub, rg, name, req), version)
 
     return await run_in_threadpool(work)
 

@@ -244,14 +244,21 @@ def update(cx: Ctx, name: Name, resource_group: Group,
            tags: Annotated[Optional[list[str]], typer.Option("--tags", show_default=False,
                                                              help="key=value (repeatable); replaces all tags. Give "
                                                                   "--tags '' to clear them.")] = None,
+           sku: Annotated[Optional[str], typer.Option("--sku", show_default=False,
+                                                      help="A payment HSM's new performance level, e.g. "
+                                                           "payShield10K_LMK1_CPS250 (same LMK count).")] = None,
            no_wait: NoWait = False, interval: Interval = None, timeout: Timeout = DEFAULT_TIMEOUT):
-    """Update the tags of a dedicated HSM (the only property that can change)."""
-    if tags is None:
-        raise CliError("InvalidArgument", "Nothing to update: give --tags key=value (repeatable).")
-    tag_map = parse_tags([t for t in tags if t.strip()])
+    """Update the tags of a dedicated HSM, or a payment HSM's performance level (--sku)."""
+    if tags is None and sku is None:
+        raise CliError("InvalidArgument", "Nothing to update: give --tags key=value (repeatable) and/or --sku.")
+    body: dict = {}
+    if tags is not None:
+        body["tags"] = parse_tags([t for t in tags if t.strip()])
+    if sku is not None:
+        body["sku"] = {"name": sku}
     client = cx.client
     path = client.hsm_path(resource_group, name)
-    resp = client.send("PATCH", path, params={"api-version": HSM_API}, body={"tags": tag_map})
+    resp = client.send("PATCH", path, params={"api-version": HSM_API}, body=body)
     if resp.status_code == 202 and resp.headers.get("Location"):
         if no_wait:
             cx.out.result({"status": "Accepted", "location": resp.headers["Location"]},

@@ -144,13 +144,15 @@ def token(
 
 
 def _register_subcommands() -> None:
-    from hsmcloud.cli import hsm, network, operator, payshield, quota
+    from hsmcloud.cli import az_cloud, hsm, network, operator, payshield, quota, sp
 
     app.add_typer(operator.app, name="operator")
     app.add_typer(hsm.app, name="hsm")
     app.add_typer(network.app, name="network")
     app.add_typer(quota.app, name="quota")
     app.add_typer(payshield.app, name="payshield")
+    app.add_typer(sp.app, name="sp")
+    app.command("az-cloud")(az_cloud.az_cloud)
 
 
 _register_subcommands()

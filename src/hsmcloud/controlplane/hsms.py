@@ -43,6 +43,32 @@ class CreateRequest:
     mgmt_ips: list[str | None]
 
 
+@dataclass(frozen=True, kw_only=True)
+class PatchRequest:
+    """What a PATCH may change; None leaves it as it is."""
+
+    tags: dict | None = None
+    sku: str | None = None
+
+
+def parse_patch(body: object) -> PatchRequest:
+    """A PATCH body: `tags` (replaced whole; absent keeps them) and `sku.name` (payment HSMs' performance)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object such as {\"tags\": {\"k\": \"v\"}}.")
+    extra = sorted(set(body) - {"tags", "sku"})
+    if extra:
+        raise InvalidRequest(f"Only tags and sku can be updated with PATCH; remove {', '.join(extra)}.",
+                             code="PropertyChangeNotAllowed", target=extra[0])
+    tags = body.get("tags")
+    if tags is not None and (not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values())):
+        raise InvalidRequest("'tags' must be an object of string values.", code="InvalidTags", target="tags")
+    sku = body.get("sku")
+    if sku is not None and (not isinstance(sku, dict) or not isinstance(sku.get("name"), str) or set(sku) - {"name"}):
+        raise InvalidRequest("'sku' must be {\"name\": \"<SKU>\"}, e.g. {\"name\": \"payShield10K_LMK1_CPS250\"}.",
+                             code="InvalidSku", target="sku.name")
+    return PatchRequest(tags=tags, sku=sku["name"] if sku else None)
+
+
 def arm_id(hsm: DedicatedHsm) -> str:
     return hsm_id(hsm.subscription_id, hsm.rg_name, hsm.name)
 
@@ -338,20 +364,43 @@ class HsmService:
                               f"network gateway and cannot hold dedicated HSMs. {use}.",
                               code="GatewaySubnetNotAllowed", target=target)
 
-    # ---- tags ----------------------------------------------------------------------------
-    def update_tags(self, s: Session, principal: Principal, sub: str, rg: str, name: str, body: object) -> DedicatedHsm:
+    # ---- PATCH: tags, and a payment HSM's performance level --------------------------------
+    def licence_change(self, s: Session, sub: str, rg: str, name: str, req: PatchRequest) -> tuple[str, int] | None:
+        """Check a PATCH; (device serial, new calls per second) when the device's licence must follow."""
         validate_name(name)
         hsm = self.get(s, sub, rg, name)
-        if not isinstance(body, dict):
-            raise InvalidRequest("The request body must be a JSON object such as {\"tags\": {\"k\": \"v\"}}.")
-        extra = sorted(set(body) - {"tags"})
-        if extra:
-            raise InvalidRequest(f"Only tags can be updated with PATCH; remove {', '.join(extra)}.",
-                                 code="PropertyChangeNotAllowed", target=extra[0])
-        tags = body.get("tags") or {}
-        if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-            raise InvalidRequest("'tags' must be an object of string values.", code="InvalidTags", target="tags")
-        hsm.tags = tags
+        if req.sku is None or req.sku == hsm.sku:
+            return None
+        old, new = SKUS[hsm.sku], SKUS.get(req.sku)
+        if new is None:
+            raise InvalidRequest(f"The SKU '{req.sku}' does not exist: use one of {', '.join(SKUS)}.",
+                                 code="InvalidSku", target="sku.name")
+        if not (old.is_payment and new.is_payment):
+            raise InvalidRequest(f"The SKU of dedicated HSM '{hsm.name}' ('{hsm.sku}') cannot change to '{req.sku}': "
+                                 "only a payment HSM's performance level (its calls per second) changes in place. "
+                                 "Delete the HSM and create a new one.", code="PropertyChangeNotAllowed",
+                                 target="sku.name")
+        if new.lmk_count != old.lmk_count:
+            raise InvalidRequest(f"Payment HSM '{hsm.name}' is licensed for {old.lmk_count} LMK(s); a SKU change "
+                                 f"changes its performance level only. Choose payShield10K_LMK{old.lmk_count}_CPS"
+                                 f"{new.calls_per_second}, or create a new payment HSM with {new.lmk_count} LMK(s).",
+                                 code="LmkCountChangeNotAllowed", target="sku.name")
+        if in_progress_for(s, hsm.id) is not None:
+            raise Conflict(f"Dedicated HSM '{hsm.name}' is {hsm.provisioning_state}: wait for the running operation "
+                           "to finish before changing its SKU.", code="AnotherOperationInProgress")
+        if hsm.provisioning_state == "Succeeded" and hsm.device_serial:
+            return hsm.device_serial, new.calls_per_second
+        return None  # no device holds a licence yet: the next deployment uses the new SKU
+
+    def apply_patch(self, s: Session, principal: Principal, sub: str, rg: str, name: str,
+                    req: PatchRequest) -> DedicatedHsm:
+        """Store what a checked PATCH changes (the device's licence, if any, changed already)."""
+        hsm = self.get(s, sub, rg, name)
+        if req.tags is not None:
+            hsm.tags = req.tags
+        if req.sku is not None and req.sku != hsm.sku:
+            subscriptions.record(s, principal.name, "hsm.sku", arm_id(hsm), before=hsm.sku, after=req.sku)
+            hsm.sku = req.sku
         hsm.modified_at, hsm.modified_by = utcnow(), principal.name
         return hsm
 

@@ -61,8 +61,9 @@ class ManagementClient:
             return await self._call("POST", "/provider/release")
         return await self._call("POST", "/provider/reset")
 
-    async def set_licence(self, *, cps_limit_lifted: bool) -> dict:
-        return await self._call("PUT", "/provider/licence", {"cps_limit_lifted": cps_limit_lifted})
+    async def set_licence(self, *, cps_limit_lifted: bool | None = None, cps: int | None = None) -> dict:
+        body = {k: v for k, v in (("cps_limit_lifted", cps_limit_lifted), ("cps", cps)) if v is not None}
+        return await self._call("PUT", "/provider/licence", body)
 
     async def update_firmware(self, version: str) -> dict:
         return await self._call("POST", "/provider/firmware", {"version": version})

@@ -1,6 +1,9 @@
 """Bearer tokens for ARM callers: EdDSA-signed JWTs with a key kept in the state directory."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,6 +20,8 @@ ISSUER = "https://hsmcloud.local/identity"
 AUDIENCE = "https://management.azure.com/"
 OPERATOR_ROLE = "operator"
 TENANT_ROLE = "tenant"
+# Tokens the token endpoint issues to service principals (Entra's default is 60-90 minutes).
+APP_TOKEN_LIFETIME = timedelta(hours=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +31,9 @@ class Principal:
     name: str
     role: str
     subscription_id: str | None = None
+    # Set for tokens of service principals (from the token endpoint): their appId and object id.
+    app_id: str | None = None
+    object_id: str | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -39,6 +47,11 @@ class TokenAuthority:
         self.key_path = self.key_file(state_dir)
         self._key = self._load_or_create()
         self._public = self._key.public_key()
+        raw = self._public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self._jwk = {"kty": "OKP", "crv": "Ed25519", "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+        # RFC 7638 thumbprint of the public key: the `kid` of every token and of the JWKS entry.
+        canonical = json.dumps(self._jwk, separators=(",", ":"), sort_keys=True).encode()
+        self.key_id = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
     @staticmethod
     def key_file(state_dir: Path) -> Path:
@@ -54,8 +67,15 @@ class TokenAuthority:
         make_private(self.key_path)
         return serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
 
+    def jwks(self) -> dict:
+        """The public key that verifies every token, as a JSON Web Key Set."""
+        return {"keys": [dict(self._jwk, kid=self.key_id, use="sig", alg="EdDSA")]}
+
     def issue(self, *, subscription_id: str | None = None, operator: bool = False,
-              name: str | None = None, lifetime: timedelta = timedelta(hours=24)) -> str:
+              name: str | None = None, lifetime: timedelta = timedelta(hours=24),
+              app: dict | None = None) -> str:
+        """A token for one subscription or for an operator; `app` adds a service principal's claims
+        (tid, appid, oid), which makes the ARM surface check that the principal still exists."""
         if operator == (subscription_id is not None):
             raise InvalidRequest("A token is either for one subscription or for an operator.")
         if subscription_id is not None:
@@ -73,7 +93,9 @@ class TokenAuthority:
         }
         if subscription_id:
             claims["sid"] = subscription_id
-        return jwt.encode(claims, self._key, algorithm="EdDSA")
+        if app:
+            claims.update(tid=app["tid"], appid=app["appid"], oid=app["oid"], sub=app["oid"], idtyp="app")
+        return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.key_id})
 
     def verify(self, token: str) -> Principal:
         try:
@@ -86,10 +108,11 @@ class TokenAuthority:
             raise Unauthenticated(f"The access token is invalid ({exc}). Get a token with "
                                   "'hsmcloud token'.", code="InvalidAuthenticationToken")
         role = claims.get("role")
+        app = {"app_id": claims.get("appid"), "object_id": claims.get("oid")} if claims.get("appid") else {}
         if role == OPERATOR_ROLE:
-            return Principal(name=claims.get("name", "operator"), role=role)
+            return Principal(name=claims.get("name", "operator"), role=role, **app)
         if role == TENANT_ROLE and claims.get("sid"):
-            return Principal(name=claims.get("name", ""), role=role, subscription_id=claims["sid"])
+            return Principal(name=claims.get("name", ""), role=role, subscription_id=claims["sid"], **app)
         raise Unauthenticated("The access token carries no usable role.", code="InvalidAuthenticationToken")
 
 

@@ -238,3 +238,25 @@ class Event(Base):
     action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(256))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ServicePrincipal(Base):
+    """An application identity of the token endpoint: acts on one subscription, or as an operator.
+
+    The client secret is kept only as a scrypt hash; a certificate credential keeps only the
+    public certificate (the private key stays with whoever created it)."""
+
+    __tablename__ = "service_principals"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # object id (the tokens' oid)
+    app_id: Mapped[str] = mapped_column(String(36), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16))  # tenant | operator
+    subscription_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(200))
+    cert_sha1: Mapped[str | None] = mapped_column(String(40))
+    cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    cert_pem: Mapped[str | None] = mapped_column(Text)
+    # The credential stops working after this instant (a secret's end date, a certificate's notAfter).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))

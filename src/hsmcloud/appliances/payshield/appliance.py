@@ -328,6 +328,13 @@ class PayShieldAppliance:
         self._limiter.lifted = lifted
         self.record(PROVIDER, "licence.cps_limit", lifted=lifted)
 
+    def set_calls_per_second(self, cps: int) -> None:
+        """Install another performance licence: host commands are paced at `cps` from now on."""
+        before = self.config.calls_per_second
+        self.config.calls_per_second = cps
+        self._limiter.rate = cps
+        self.record(PROVIDER, "licence.cps", before=before, after=cps)
+
     def claim(self, digest: str) -> bool:
         """Register the tenant's credential (its SHA-256) on an unclaimed device.
 

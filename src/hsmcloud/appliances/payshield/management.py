@@ -48,6 +48,7 @@ class ManagedDevice(Protocol):
     async def release(self, actor: str) -> None: ...
     async def pristine_findings(self) -> list[str]: ...
     def set_cps_limit_lifted(self, lifted: bool) -> None: ...
+    def set_calls_per_second(self, cps: int) -> None: ...
     def claim(self, digest: str) -> bool: ...
     def rotate_tenant_credential(self, digest: str) -> None: ...
     def update_firmware(self, version: str, actor: str) -> str: ...
@@ -182,10 +183,17 @@ def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI
     @app.put("/provider/licence")
     async def licence(request: Request) -> dict[str, Any]:
         body = await _json_body(request)
-        lifted = body.get("cps_limit_lifted")
-        if not isinstance(lifted, bool):
+        if not body or set(body) - {"cps_limit_lifted", "cps"}:
+            raise InvalidRequest("send {\"cps_limit_lifted\": true|false} and/or {\"cps\": <calls per second>}")
+        lifted, cps = body.get("cps_limit_lifted"), body.get("cps")
+        if lifted is not None and not isinstance(lifted, bool):
             raise InvalidRequest("cps_limit_lifted must be true or false")
-        device.set_cps_limit_lifted(lifted)
+        if cps is not None and (isinstance(cps, bool) or not isinstance(cps, int) or cps <= 0):
+            raise InvalidRequest("cps must be a positive whole number of calls per second")
+        if cps is not None:
+            device.set_calls_per_second(cps)  # a performance licence change; customer content is untouched
+        if lifted is not None:
+            device.set_cps_limit_lifted(lifted)
         return device.health()["licence"]
 
     @app.post("/provider/claim")
