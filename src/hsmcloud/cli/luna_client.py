@@ -15,7 +15,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from hsmcloud.cli.client import CliError
-from hsmcloud.cli.common import run_guarded
+from hsmcloud.cli.common import Ctx, run_guarded, service_command
 from hsmcloud.cli.output import Output
 from hsmcloud.clients.luna import certificates, config as client_config
 from hsmcloud.clients.luna.config import ClientIdentity, ConfigError, Server, Slot
@@ -243,3 +243,81 @@ def _check_loopback(address: str) -> None:
         raise CliError("InvalidAddress", f"'{address}' is not a loopback IP address: hsmcloud appliances listen on "
                                          "127.0.0.0/8 (an HSM's private IP is data; 'hsmcloud hsm endpoints' shows "
                                          "the address to use).")
+
+
+# ---- connect and forget-host ------------------------------------------------------------------
+
+@service_command(app, "connect")
+def connect(cx: Ctx,
+            name: Annotated[str, typer.Option("--name", "-n", help="The dedicated HSM (a Luna-class SKU).",
+                                              show_default=False)],
+            resource_group: Annotated[str, typer.Option("--resource-group", "-g", help="Its resource group.",
+                                                        show_default=False)],
+            partition: Annotated[str, typer.Option("--partition", "-p", help="The partition to use (created on "
+                                                                             "the appliance with 'partition create').",
+                                                   show_default=False)],
+            admin_password: Annotated[Optional[str], typer.Option(
+                "--admin-password", envvar="HSMCLOUD_ADMIN_PASSWORD", show_default=False,
+                help="The appliance admin's password (asked for when not given).")] = None,
+            client_name: Annotated[Optional[str], typer.Option(
+                "--client-name", show_default=False,
+                help="Make a client certificate with this name first, if this client has none.")] = None,
+            replace: Annotated[bool, typer.Option("--replace", help="Replace another certificate registered "
+                                                                    "under this client's name.")] = False):
+    """Register this client with the HSM's appliance and show the partition as a slot, in one go."""
+    from hsmcloud.cli.client import HSM_API
+    from hsmcloud.clients.luna import connect as connecting
+
+    client = cx.client
+    ep = client.get(client.hsm_path(resource_group, name) + "/endpoints", params={"api-version": HSM_API})
+    ports = ep.get("ports") or {}
+    if ep.get("kind") != "luna" or not ports.get("ssh"):
+        raise CliError("NotAGeneralPurposeHsm", f"'{name}' is a {ep.get('kind')} HSM; 'client connect' is for "
+                                                "Luna-class dedicated HSMs (payment HSMs use host ports).")
+    if not ports.get("ntls"):
+        raise CliError("NtlsUnavailable", f"The appliance of '{name}' reports no NTLS port yet; try again shortly.")
+    try:
+        cfg = client_config.load()
+        if cfg.client is None:
+            if not client_name:
+                raise CliError("NoClientCertificate", "This client has no certificate yet: pass --client-name "
+                                                      "<name> to make one, or run 'hsmcloud client cert new'.")
+            made = certificates.create_client_certificate(client_name)
+            cfg.client = ClientIdentity(name=made.name, certificate=made.certificate, private_key=made.private_key)
+            client_config.save(cfg)
+        if admin_password is None:
+            admin_password = typer.prompt(f"Appliance admin password for {ep.get('address')}", hide_input=True,
+                                          err=True)
+        result = connecting.connect(address=ep["address"], ssh_port=int(ports["ssh"]), ntls_port=int(ports["ntls"]),
+                                    admin_password=admin_password, partition=partition,
+                                    server_name=name, replace=replace)
+    except ConfigError as exc:
+        raise CliError(exc.code, exc.message) from None
+    data = {"server": result.server, "address": result.address, "port": result.port, "slot": result.slot,
+            "partition": result.partition, "client": result.client,
+            "serverFingerprint": result.server_fingerprint, "config": str(client_config.config_path())}
+
+    def human(d: dict) -> None:
+        cx.out.print(f"Client '{d['client']}' registered with '{d['server']}' ({d['address']}:{d['port']}) and "
+                     f"assigned partition '{d['partition']}': it is slot {d['slot']}.")
+        cx.out.note(f"Applications load {_module_hint()} and use slot {d['slot']}; initialize the partition "
+                    "first if it is new: hsmcloud lunacm, then 'partition init'.", style="dim")
+    cx.out.result(data, human)
+
+
+@local_command(app, "forget-host")
+def forget_host(out: Output,
+                address: Annotated[str, typer.Option("--address", "-a", help="Appliance address.",
+                                                     show_default=False)],
+                ssh_port: Annotated[int, typer.Option("--ssh-port", help="Its SSH port.", show_default=False)],
+                json_output: Json = False):
+    """Forget an appliance's pinned SSH host key (after the provider reset the device)."""
+    from hsmcloud.clients.luna import connect as connecting
+    removed = connecting.forget_host(address, ssh_port)
+    out.result({"forgotten": removed}, lambda d: out.print(
+        f"SSH host key of {address}:{ssh_port} forgotten." if d["forgotten"] else
+        f"No SSH host key of {address}:{ssh_port} was recorded."))
+
+
+def _module_hint() -> str:
+    return "the PKCS#11 library ('hsmcloud pkcs11 module-path')"
