@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from .command_line import Command, Flag, Group, resolve
+from hsmcloud.shellgrammar import Command, Flag, Group, resolve
 from .errors import (
     AuthenticationFailed,
     ConsoleOnly,

@@ -31,10 +31,6 @@ class ShellError(LunaApplianceError):
         self.message = message
 
 
-class InvalidCommand(ShellError):
-    """The command or subcommand does not exist."""
-
-
 class InvalidUsage(ShellError):
     """Unknown, missing, repeated or malformed flags or values."""
 

@@ -12,13 +12,24 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from .command_line import Command, Group, ParsedLine, loggable, loggable_invalid, parse, tokenize
-from .command_line import usage as command_usage
+from hsmcloud.shellgrammar import (
+    Command,
+    GrammarError,
+    Group,
+    ParsedLine,
+    loggable,
+    loggable_invalid,
+    parse,
+    tokenize,
+)
+from hsmcloud.shellgrammar import usage as command_usage
 from .errors import (
     CommandAborted,
     ConfirmationRequired,
     InvalidUsage,
     NotLoggedIn,
+    SHELL_EXECUTION_MEANING,
+    SHELL_EXECUTION_RESULT,
     PasswordChangeRequired,
     ShellError,
 )
@@ -186,14 +197,14 @@ class ShellSession:
         """Run one command line; write its output and result line; return the result code."""
         try:
             tokens = tokenize(line)
-        except ShellError as error:
+        except (ShellError, GrammarError) as error:
             self.log_command("<invalid>")
             return self._fail(terminal, error)
         if not tokens:
             return 0
         try:
             parsed = parse(tokens, self.commands)
-        except ShellError as error:
+        except (ShellError, GrammarError) as error:
             self.log_command(loggable_invalid(tokens, self.commands))
             return self._fail(terminal, error)
         self.log_command(loggable(parsed))
@@ -215,12 +226,11 @@ class ShellSession:
         return 0
 
     @staticmethod
-    def _fail(terminal: Terminal, error: ShellError) -> int:
-        terminal.write(
-            f"Error: {error.message}\n\n"
-            f"Command Result : {error.result_code} ({error.result_meaning})\n"
-        )
-        return error.result_code
+    def _fail(terminal: Terminal, error: ShellError | GrammarError) -> int:
+        code = getattr(error, "result_code", SHELL_EXECUTION_RESULT)
+        meaning = getattr(error, "result_meaning", SHELL_EXECUTION_MEANING)
+        terminal.write(f"Error: {error.message}\n\nCommand Result : {code} ({meaning})\n")
+        return code
 
     async def first_login(self, terminal: Terminal) -> None:
         """On an interactive login with the factory password, ask for a new one straight away."""
