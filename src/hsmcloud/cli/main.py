@@ -129,7 +129,7 @@ def token(
 
 
 def _register_subcommands() -> None:
-    from hsmcloud.cli import hsm, luna_client, network, operator, payshield, quota
+    from hsmcloud.cli import hsm, luna_client, lunacm, network, operator, payshield, quota
 
     app.add_typer(operator.app, name="operator")
     app.add_typer(hsm.app, name="hsm")
@@ -137,6 +137,7 @@ def _register_subcommands() -> None:
     app.add_typer(quota.app, name="quota")
     app.add_typer(payshield.app, name="payshield")
     app.add_typer(luna_client.app, name="client")
+    app.command("lunacm")(lunacm.lunacm)
 
 
 _register_subcommands()
