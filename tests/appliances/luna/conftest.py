@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hsmcloud.appliances.luna.state import ApplianceState
+from hsmcloud.appliances.luna.core.state import ApplianceState
 from luna_helpers import SERIAL
 
 

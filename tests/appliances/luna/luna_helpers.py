@@ -11,9 +11,9 @@ import asyncssh
 import httpx
 
 from hsmcloud.appliances.luna.appliance import ApplianceConfig, LunaAppliance
-from hsmcloud.appliances.luna.errors import CommandAborted
-from hsmcloud.appliances.luna.shell import ShellSession
-from hsmcloud.appliances.luna.state import ApplianceState
+from hsmcloud.appliances.luna.core.errors import CommandAborted
+from hsmcloud.appliances.luna.lunash.shell import ShellSession
+from hsmcloud.appliances.luna.core.state import ApplianceState
 
 SERIAL = "154700001"
 TOKEN = "test-management-token"

@@ -24,7 +24,7 @@ from luna_helpers import (
 )
 
 from hsmcloud.appliances.luna.appliance import ApplianceConfig, LunaAppliance
-from hsmcloud.appliances.luna.errors import StateError
+from hsmcloud.appliances.luna.core.errors import StateError
 
 
 def test_restart_keeps_password_partitions_counter_and_host_key(tmp_path):

@@ -16,8 +16,8 @@ from luna_helpers import (
     ok,
 )
 
-from hsmcloud.appliances.luna.shell import ShellSession
-from hsmcloud.appliances.luna.state import ApplianceState
+from hsmcloud.appliances.luna.lunash.shell import ShellSession
+from hsmcloud.appliances.luna.core.state import ApplianceState
 
 # -- first login and the admin password ------------------------------------------------
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..management_server import ManagementServer
 from .management import create_management_app
-from .product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
-from .ssh_server import LunaSshService
-from .state import ApplianceState
+from .core.product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
+from .lunash.ssh_server import LunaSshService
+from .core.state import ApplianceState
 
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -14,11 +14,11 @@ import logging
 
 import asyncssh
 
-from .errors import CommandAborted
-from .passwords import admin_password_matches
-from .product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
+from ..core.errors import CommandAborted
+from ..core.passwords import admin_password_matches
+from ..core.product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
 from .shell import PROMPT, ShellSession
-from .state import ApplianceState
+from ..core.state import ApplianceState
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _printable(text: str, limit: int = 32) -> str:
 
 
 class SshTerminal:
-    """A :class:`~hsmcloud.appliances.luna.shell.Terminal` on an SSH channel."""
+    """A :class:`~hsmcloud.appliances.luna.lunash.shell.Terminal` on an SSH channel."""
 
     def __init__(self, process: asyncssh.SSHServerProcess, *, interactive: bool) -> None:
         self._process = process

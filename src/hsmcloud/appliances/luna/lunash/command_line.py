@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-from .errors import InvalidCommand, InvalidUsage
+from ..core.errors import InvalidCommand, InvalidUsage
 
 if TYPE_CHECKING:
     from .shell import Invocation

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from .command_line import Command, Group, ParsedLine, loggable, loggable_invalid, parse, tokenize
 from .command_line import usage as command_usage
-from .errors import (
+from ..core.errors import (
     CommandAborted,
     ConfirmationRequired,
     InvalidUsage,
@@ -22,9 +22,9 @@ from .errors import (
     PasswordChangeRequired,
     ShellError,
 )
-from .passwords import admin_password_matches
-from .product import ADMIN_USER
-from .state import ApplianceState, HsmRecord
+from ..core.passwords import admin_password_matches
+from ..core.product import ADMIN_USER
+from ..core.state import ApplianceState, HsmRecord
 
 SUCCESS_LINE = "Command Result : 0 (Success)"
 PROMPT = "lunash:>"

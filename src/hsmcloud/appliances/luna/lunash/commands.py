@@ -6,14 +6,14 @@ import asyncio
 import re
 
 from .command_line import Command, Flag, Group, resolve
-from .errors import (
+from ..core.errors import (
     AuthenticationFailed,
     ConsoleOnly,
     InvalidUsage,
     PartitionNotFound,
     PasswordPolicyViolation,
 )
-from .passwords import (
+from ..core.passwords import (
     check_admin_password,
     check_domain,
     check_so_password,
@@ -21,7 +21,7 @@ from .passwords import (
     hash_password_async,
     verify_password_async,
 )
-from .product import (
+from ..core.product import (
     FIRMWARE_VERSION,
     HSM_LABEL_MAX_LENGTH,
     HSM_MODEL,

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..sqlite_state import SqliteState, connect
+from ...sqlite_state import SqliteState, connect
 from .errors import (
     HsmNotInitialized,
     PartitionExists,
