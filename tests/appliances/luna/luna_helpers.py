@@ -11,9 +11,9 @@ import asyncssh
 import httpx
 
 from hsmcloud.appliances.luna.appliance import ApplianceConfig, LunaAppliance
-from hsmcloud.appliances.luna.core.errors import CommandAborted
+from hsmcloud.appliances.luna.core.appliance_core import ApplianceCore
+from hsmcloud.appliances.luna.lunash.errors import CommandAborted
 from hsmcloud.appliances.luna.lunash.shell import ShellSession
-from hsmcloud.appliances.luna.core.state import ApplianceState
 
 SERIAL = "154700001"
 TOKEN = "test-management-token"
@@ -79,16 +79,16 @@ def fails(session: ShellSession, line: str, answers: list[str] | None = None) ->
     return text
 
 
-def admin_ready(state: ApplianceState) -> ShellSession:
-    """A session on ``state`` whose admin already changed the factory password."""
-    session = ShellSession(state, origin="127.0.0.1/40000")
+def admin_ready(core: ApplianceCore) -> ShellSession:
+    """A session on ``core`` whose admin already changed the factory password."""
+    session = ShellSession(core, origin="127.0.0.1/40000")
     ok(session, f"my password set -oldpassword {FACTORY_PASSWORD} -newpassword {ADMIN_PASSWORD}")
     return session
 
 
-def initialized(state: ApplianceState) -> ShellSession:
+def initialized(core: ApplianceCore) -> ShellSession:
     """A session with the HSM initialized and the HSM SO logged in."""
-    session = admin_ready(state)
+    session = admin_ready(core)
     ok(session, f"hsm init -label myHSM -domain myDomain -password {SO_PASSWORD}")
     ok(session, f"hsm login -password {SO_PASSWORD}")
     return session

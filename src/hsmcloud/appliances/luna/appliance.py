@@ -15,9 +15,10 @@ from typing import Any
 
 from ..management_server import ManagementServer
 from .management import create_management_app
+from .core.appliance_core import ApplianceCore
 from .core.product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
-from .lunash.ssh_server import LunaSshService
 from .core.state import ApplianceState
+from .lunash.ssh_server import LunaSshService
 
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -57,7 +58,7 @@ class LunaAppliance:
 
     def __init__(self, config: ApplianceConfig) -> None:
         self.config = config
-        self._state: ApplianceState | None = None
+        self._core: ApplianceCore | None = None
         self._ssh: LunaSshService | None = None
         self._mgmt: ManagementServer | None = None
         self._ssh_port: int | None = None
@@ -68,17 +69,17 @@ class LunaAppliance:
 
     @property
     def running(self) -> bool:
-        return self._state is not None
+        return self._core is not None
 
     async def start(self) -> None:
         """Open the state and serve SSH and management on the configured address."""
-        if self._state is not None:
+        if self._core is not None:
             raise RuntimeError(f"appliance {self.config.serial} is already running")
         cfg = self.config
-        state = await asyncio.to_thread(ApplianceState.open, cfg.state_dir, cfg.serial)
-        ssh = LunaSshService(state)
+        core = await asyncio.to_thread(ApplianceCore.open, cfg.state_dir, cfg.serial)
+        ssh = LunaSshService(core)
         mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token), name="luna-mgmt")
-        self._state, self._reset_lock = state, asyncio.Lock()
+        self._core, self._reset_lock = core, asyncio.Lock()
         try:
             self._ssh_port = await ssh.start(cfg.address, cfg.ssh_port)
             self._ssh = ssh
@@ -96,16 +97,20 @@ class LunaAppliance:
             if self._ssh is not None:
                 await self._ssh.stop()
         finally:
-            if self._state is not None:
-                self._state.close()
-            self._state = self._ssh = self._mgmt = None
+            if self._core is not None:
+                self._core.close()
+            self._core = self._ssh = self._mgmt = None
             self._ssh_port = self._mgmt_port = None
 
     @property
-    def state(self) -> ApplianceState:
-        if self._state is None:
+    def core(self) -> ApplianceCore:
+        if self._core is None:
             raise RuntimeError(f"appliance {self.config.serial} is not running")
-        return self._state
+        return self._core
+
+    @property
+    def state(self) -> ApplianceState:
+        return self.core.state
 
     @property
     def ssh_port(self) -> int:
@@ -149,13 +154,13 @@ class LunaAppliance:
         async with self._reset_lock:
             # Cut sessions first so no half-run tenant command can write after the reset.
             await self._ssh.end_sessions()
-            host_key = self.state.factory_reset()
+            host_key = await asyncio.to_thread(self.core.factory_reset)
             self._ssh.use_host_key(host_key)
             await self._ssh.end_sessions()
 
     async def pristine_findings(self) -> list[str]:
         """Every trace of a tenant still on the device; empty when it is pristine."""
-        findings = self.state.tenant_state_findings()
+        findings = self.core.tenant_state_findings()
         sessions = self._ssh.logged_in_sessions() if self._ssh is not None else 0
         if sessions:
             findings.append(f"{sessions} logged-in SSH session{'s' if sessions != 1 else ''} open")

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-from ..core.errors import InvalidCommand, InvalidUsage
+from ..core.errors import InvalidUsage
+from .errors import InvalidCommand
 
 if TYPE_CHECKING:
     from .shell import Invocation

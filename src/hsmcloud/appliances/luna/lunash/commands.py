@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-from .command_line import Command, Flag, Group, resolve
 from ..core.errors import (
     AuthenticationFailed,
-    ConsoleOnly,
     InvalidUsage,
     PartitionNotFound,
     PasswordPolicyViolation,
@@ -32,6 +30,8 @@ from ..core.product import (
     SO_LOGIN_ATTEMPTS,
     SOFTWARE_VERSION,
 )
+from .command_line import Command, Flag, Group, resolve
+from .errors import ConsoleOnly
 from .shell import Invocation
 
 _PARTITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
@@ -194,7 +194,7 @@ async def hsm_zeroize(inv: Invocation) -> None:
         "CAUTION: zeroizing erases all partitions and their objects, the HSM SO and the "
         "cloning domain. The HSM must be initialized again before it can be used."
     )
-    inv.state.zeroize(reason="HSM zeroized by 'hsm zeroize'.")
+    inv.core.zeroize(reason="HSM zeroized by 'hsm zeroize'.")
     inv.session.so_logout()
     inv.out("The HSM is zeroized. Initialize it again with: hsm init -label <label>")
 

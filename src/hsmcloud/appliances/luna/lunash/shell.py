@@ -12,19 +12,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from .command_line import Command, Group, ParsedLine, loggable, loggable_invalid, parse, tokenize
-from .command_line import usage as command_usage
-from ..core.errors import (
-    CommandAborted,
-    ConfirmationRequired,
-    InvalidUsage,
-    NotLoggedIn,
-    PasswordChangeRequired,
-    ShellError,
-)
+from ..core.appliance_core import ApplianceCore
+from ..core.errors import InvalidUsage, LunaApplianceError, NotLoggedIn
 from ..core.passwords import admin_password_matches
 from ..core.product import ADMIN_USER
 from ..core.state import ApplianceState, HsmRecord
+from .command_line import Command, Group, ParsedLine, loggable, loggable_invalid, parse, tokenize
+from .command_line import usage as command_usage
+from .errors import CommandAborted, ConfirmationRequired, PasswordChangeRequired, result_of
 
 SUCCESS_LINE = "Command Result : 0 (Success)"
 PROMPT = "lunash:>"
@@ -70,6 +65,10 @@ class Invocation:
     @property
     def state(self) -> ApplianceState:
         return self.session.state
+
+    @property
+    def core(self) -> ApplianceCore:
+        return self.session.core
 
     def value(self, key: str) -> str | None:
         value = self.line.values.get(key)
@@ -128,7 +127,7 @@ class ShellSession:
 
     def __init__(
         self,
-        state: ApplianceState,
+        core: ApplianceCore,
         *,
         user: str = ADMIN_USER,
         origin: str = "Console",
@@ -139,7 +138,8 @@ class ShellSession:
             from .commands import COMMANDS
 
             commands = COMMANDS
-        self.state = state
+        self.core = core
+        self.state = core.state
         self.user = user
         self.origin = origin
         self.commands = commands
@@ -186,14 +186,14 @@ class ShellSession:
         """Run one command line; write its output and result line; return the result code."""
         try:
             tokens = tokenize(line)
-        except ShellError as error:
+        except LunaApplianceError as error:
             self.log_command("<invalid>")
             return self._fail(terminal, error)
         if not tokens:
             return 0
         try:
             parsed = parse(tokens, self.commands)
-        except ShellError as error:
+        except LunaApplianceError as error:
             self.log_command(loggable_invalid(tokens, self.commands))
             return self._fail(terminal, error)
         self.log_command(loggable(parsed))
@@ -209,18 +209,16 @@ class ShellSession:
                 await parsed.node.handler(
                     Invocation(session=self, terminal=terminal, line=parsed)
                 )
-        except ShellError as error:
+        except LunaApplianceError as error:
             return self._fail(terminal, error)
         terminal.write(f"\n{SUCCESS_LINE}\n")
         return 0
 
     @staticmethod
-    def _fail(terminal: Terminal, error: ShellError) -> int:
-        terminal.write(
-            f"Error: {error.message}\n\n"
-            f"Command Result : {error.result_code} ({error.result_meaning})\n"
-        )
-        return error.result_code
+    def _fail(terminal: Terminal, error: LunaApplianceError) -> int:
+        code, meaning = result_of(error)
+        terminal.write(f"Error: {error.message}\n\nCommand Result : {code} ({meaning})\n")
+        return code
 
     async def first_login(self, terminal: Terminal) -> None:
         """On an interactive login with the factory password, ask for a new one straight away."""

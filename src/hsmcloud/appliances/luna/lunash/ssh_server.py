@@ -14,11 +14,11 @@ import logging
 
 import asyncssh
 
-from ..core.errors import CommandAborted
+from ..core.appliance_core import ApplianceCore
 from ..core.passwords import admin_password_matches
 from ..core.product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
+from .errors import CommandAborted
 from .shell import PROMPT, ShellSession
-from ..core.state import ApplianceState
 
 logger = logging.getLogger(__name__)
 
@@ -120,19 +120,20 @@ class _Connection(asyncssh.SSHServer):
         verdict = "Accepted" if ok else "Failed"
         state.append_log(f"sshd: {verdict} password for {user} from {host} port {port} ssh2")
         if ok:
-            self.shell = ShellSession(state, user=ADMIN_USER, origin=self.origin)
+            self.shell = ShellSession(self._service.core, user=ADMIN_USER, origin=self.origin)
         return ok
 
 
 class LunaSshService:
     """The SSH listener of one appliance and the sessions it serves."""
 
-    def __init__(self, state: ApplianceState) -> None:
-        self.state = state
+    def __init__(self, core: ApplianceCore) -> None:
+        self.core = core
+        self.state = core.state
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self.serial = state.device().serial
+        self.serial = self.state.device().serial
         #: Bumped whenever sessions are ended, so a login checked before that is refused.
         self.epoch = 0
 
