@@ -197,7 +197,6 @@ CORE_ERROR_CODES: dict[type[Exception], int] = {
     core.CertificateInUse: c.CKR_ARGUMENTS_BAD,
     core.PartitionAlreadyAssigned: c.CKR_ARGUMENTS_BAD,
     core.PartitionNotAssigned: c.CKR_SLOT_ID_INVALID,
-    core.ClientHasPartitions: c.CKR_ARGUMENTS_BAD,
     core.FileNotFound: c.CKR_ARGUMENTS_BAD,
     core.FileRefused: c.CKR_ARGUMENTS_BAD,
 }
