@@ -132,6 +132,7 @@ class ShellSession:
         user: str = ADMIN_USER,
         origin: str = "Console",
         commands: Group | None = None,
+        ntls: object | None = None,
     ) -> None:
         if commands is None:
             # Imported here: the command handlers import this module for Invocation.
@@ -147,6 +148,9 @@ class ShellSession:
         self.session_id = 1000 + secrets.randbelow(31000)
         self.closed = False
         self._so_generation: int | None = None
+        self._auditor_login: str | None = None
+        #: The running NTLS listener, for ``ntls show`` (None when there is none).
+        self.ntls = ntls
 
     # -- HSM SO login of this session ---------------------------------------------------
 
@@ -161,6 +165,20 @@ class ShellSession:
     def so_logout(self) -> bool:
         was = self._so_generation is not None
         self._so_generation = None
+        return was
+
+    # -- Auditor login of this session --------------------------------------------------
+
+    def auditor_login(self, initialized_at: str | None) -> None:
+        self._auditor_login = initialized_at
+
+    def auditor_logged_in(self, initialized_at: str | None) -> bool:
+        """True if the Auditor logged in here, to the Audit role as it is now."""
+        return self._auditor_login is not None and self._auditor_login == initialized_at
+
+    def auditor_logout(self) -> bool:
+        was = self._auditor_login is not None
+        self._auditor_login = None
         return was
 
     # -- the appliance admin ------------------------------------------------------------
