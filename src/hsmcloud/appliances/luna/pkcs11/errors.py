@@ -21,6 +21,8 @@ class CkError(Exception):
 
     rv: ClassVar[int] = c.CKR_GENERAL_ERROR
     default_message: ClassVar[str] = "The function failed."
+    #: Response fields that travel with this rv (CKR_BUFFER_TOO_SMALL's needed length, ...).
+    fields: tuple = ()
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
@@ -87,10 +89,14 @@ OperationNotInitialized = _error("OperationNotInitialized", c.CKR_OPERATION_NOT_
 PinIncorrect = _error("PinIncorrect", c.CKR_PIN_INCORRECT, "The PIN is incorrect.")
 PinInvalid = _error("PinInvalid", c.CKR_PIN_INVALID, "The PIN has characters that are not allowed.")
 PinLenRange = _error("PinLenRange", c.CKR_PIN_LEN_RANGE, "The PIN length is out of range.")
+PinExpired = _error("PinExpired", c.CKR_PIN_EXPIRED,
+                     "The PIN was set or reset by someone else and must be changed first.")
 PinLocked = _error("PinLocked", c.CKR_PIN_LOCKED, "The role is locked out.")
 SessionCount = _error("SessionCount", c.CKR_SESSION_COUNT, "Too many sessions are open.")
 SessionHandleInvalid = _error("SessionHandleInvalid", c.CKR_SESSION_HANDLE_INVALID,
                               "There is no such session.")
+SessionExists = _error("SessionExists", c.CKR_SESSION_EXISTS,
+                       "The application has sessions open on the token.")
 SessionParallelNotSupported = _error("SessionParallelNotSupported",
                                      c.CKR_SESSION_PARALLEL_NOT_SUPPORTED,
                                      "CKF_SERIAL_SESSION must be set.")
