@@ -159,3 +159,45 @@ def guarded(coro):
         return await asyncio.wait_for(coro, GUARD_SECONDS)
 
     return asyncio.run(main())
+
+
+# -- partitions and roles (through the core) ---------------------------------------------
+
+PO_PIN = "po-pin-0001"
+CO_PIN = "co-pin-0001"
+CU_PIN = "cu-pin-0001"
+
+
+class SteppedClock:
+    """An injectable clock that moves only when a test moves it."""
+
+    def __init__(self, start=None):
+        from datetime import datetime, timezone
+
+        self.now = start or datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta):
+        from datetime import timedelta
+
+        self.now += timedelta(**delta)
+
+
+def partition_ready(core: ApplianceCore, name: str = "app1", *, co: bool = True, cu: bool = False,
+                    session: ShellSession | None = None):
+    """An initialized HSM with partition ``name`` initialized (PO), its CO and optionally CU set."""
+    from hsmcloud.appliances.luna.core.roles import Role
+
+    session = session or initialized(core)
+    ok(session, f"partition create -partition {name}")
+    serial = core.partitions.by_name(name).serial
+    core.partitions.init(serial, so_pin=PO_PIN, label=f"{name}-label")
+    if co or cu:
+        po = core.partitions.login(serial, Role.PARTITION_SO, PO_PIN)
+        core.partitions.init_role(serial, Role.CRYPTO_OFFICER, CO_PIN, by=po)
+    if cu:
+        officer = core.partitions.login(serial, Role.CRYPTO_OFFICER, CO_PIN)
+        core.partitions.init_role(serial, Role.CRYPTO_USER, CU_PIN, by=officer)
+    return core.partitions.get(serial)

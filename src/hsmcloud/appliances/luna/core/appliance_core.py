@@ -65,6 +65,12 @@ class ApplianceCore:
                            (_DEVICE_KEY_META, key_id(key)))
         return key
 
+    def log(self, *lines: str) -> None:
+        """Append lines to the appliance log (``syslog tail``) in one transaction."""
+        with self.state.transaction() as db:
+            for line in lines:
+                self.state._append_log(db, line)
+
     # -- destruction --------------------------------------------------------------------
 
     def scrub(self) -> None:

@@ -26,9 +26,9 @@ from .passwords import (
     SO_PASSWORD_MIN_LENGTH,
     check_domain,
     domain_digest,
-    hash_password,
     verify_password,
 )
+from .pins import hash_pin
 from .policies import HSM_ALLOW_NON_FIPS, HSM_POLICIES, Policy, defaults, lookup
 from .roles import AUDITOR_LOCKOUT, AUDITOR_LOGIN_ATTEMPTS
 from .state import ApplianceState, HsmRecord
@@ -169,7 +169,7 @@ class HsmService:
         """(Re)create the Audit role with ``password`` and an audit domain; replaces any Auditor."""
         _check_role_password(password, "Auditor")
         check_domain(domain)
-        password_hash = hash_password(password)
+        password_hash = hash_pin(password)
         digest = domain_digest(domain)
         with self._state.transaction() as db:
             self._require_generation(db, so_generation)
@@ -201,7 +201,7 @@ class HsmService:
         """The Auditor changes its own password (the old one is checked like a login)."""
         self.audit_login(old, now=now)
         _check_role_password(new, "Auditor")
-        new_hash = hash_password(new)
+        new_hash = hash_pin(new)
         with self._state.transaction() as db:
             if db.execute("SELECT 1 FROM auditor WHERE id = 1").fetchone() is None:
                 raise AuditorNotInitialized()

@@ -38,7 +38,8 @@ from .errors import (
     RoleNotInitialized,
 )
 from .hsm import HsmService, PolicyChange
-from .passwords import check_domain, domain_digest, hash_password, verify_password
+from .passwords import check_domain, domain_digest, verify_password
+from .pins import hash_pin
 from .policies import (
     CLONING_POLICIES,
     HSM_ALLOW_CLONING,
@@ -312,7 +313,7 @@ class PartitionService:
             self._verify(status, Role.PARTITION_SO, so_pin, now)
             pin_hash = None
         else:
-            pin_hash = hash_password(so_pin)
+            pin_hash = hash_pin(so_pin)
         generation = _new_generation()
         key = new_key()
         sealed = self._sealer.seal(key, partition_key_aad(serial, generation))
@@ -498,7 +499,7 @@ class PartitionService:
                 "(role resetpw) or re-initialize the partition."
             )
         self.check_pin(pin, status.policies)
-        pin_hash = hash_password(pin)
+        pin_hash = hash_pin(pin)
         with self._state.transaction() as db:
             self._require(db, serial, by.generation)
             db.execute(
@@ -520,7 +521,7 @@ class PartitionService:
             raise RoleNotInitialized(f"The {role.title} of partition {serial} is not initialized; "
                                      "initialize it (role init).")
         self.check_pin(pin, status.policies)
-        pin_hash = hash_password(pin)
+        pin_hash = hash_pin(pin)
         with self._state.transaction() as db:
             self._require(db, serial, by.generation)
             db.execute(
@@ -537,7 +538,7 @@ class PartitionService:
         status = self.get(serial)
         self._verify(status, role, old_pin, now)
         self.check_pin(new_pin, status.policies)
-        pin_hash = hash_password(new_pin)
+        pin_hash = hash_pin(new_pin)
         with self._state.transaction() as db:
             self._require(db, serial, status.generation)
             db.execute(
