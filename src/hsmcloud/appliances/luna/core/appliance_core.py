@@ -7,6 +7,7 @@ threads, the event loop and worker threads all call them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .clients import ClientRegistry
@@ -28,6 +29,8 @@ class ApplianceCore:
     def __init__(self, state: ApplianceState, *, clock: Clock = system_clock) -> None:
         self.state = state
         self.clock = clock
+        # SQLite creates its -wal and -shm files with the database file's mode.
+        os.chmod(state.path, 0o600)
         self._key_file = DeviceKeyFile(state.path.parent)
         self.sealer = DeviceSealer(self._open_device_key())
         self.hsm = HsmService(state, clock)
