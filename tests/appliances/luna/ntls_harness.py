@@ -54,7 +54,7 @@ class Harness:
     def __init__(self, tmp_path: Path, *, partitions: tuple[str, ...] = ("app1",)) -> None:
         self.tmp_path = tmp_path
         self.core = ApplianceCore.open(tmp_path / "appliance", SERIAL)
-        shell = initialized(self.core)
+        self.shell = shell = initialized(self.core)
         self.serials: list[str] = []
         for name in partitions:
             ok(shell, f"partition create -partition {name}")

@@ -914,7 +914,10 @@ class Pkcs11Service:
         if cls == c.CKO_DATA:
             if mechanism.type != c.CKM_HKDF_DATA:
                 raise TemplateInconsistent("Only CKM_HKDF_DATA derives data objects.")
+            length = t.pop(c.CKA_VALUE_LEN, None)  # how much data to derive
             attrs, _ = obj_rules.new_attributes(t, how=Creation.DERIVE, cls=cls)
+            if length is not None:
+                attrs[c.CKA_VALUE_LEN] = length
         elif cls == c.CKO_SECRET_KEY:
             attrs, _ = obj_rules.new_attributes(
                 t, how=Creation.DERIVE, cls=cls,
@@ -928,6 +931,7 @@ class Pkcs11Service:
 
         value = spec.derive(base, mechanism, app.layout, resolve, attrs)
         if cls == c.CKO_DATA:
+            attrs.pop(c.CKA_VALUE_LEN, None)
             attrs[c.CKA_VALUE] = value
             return (self._store(app, session, attrs, None).handle,)
         if attrs[c.CKA_KEY_TYPE] == c.CKK_AES and c.CKA_VALUE_LEN not in attrs and \
