@@ -100,6 +100,7 @@ def config(tmp_path: Path, **overrides) -> ApplianceConfig:
         state_dir=tmp_path / "appliance",
         address="127.0.0.1",
         ssh_port=0,
+        ntls_port=0,
         mgmt_port=0,
         mgmt_token=TOKEN,
     )
