@@ -79,6 +79,7 @@ class NtlsClient:
         context.load_cert_chain(str(certificate), str(private_key))
         raw = socket.create_connection((address, port), timeout=timeout)
         try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock = context.wrap_socket(raw, server_hostname=None)
         except BaseException:
             raw.close()

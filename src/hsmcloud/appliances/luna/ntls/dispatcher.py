@@ -125,6 +125,8 @@ class NtlsDispatcher:
         """Serve one accepted connection of ``client`` (a RegisteredClient) until it ends."""
         app: Application | None = None
         try:
+            # one request, one response: never wait for more bytes before sending
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             app, layout = self._hello(sock, client)
             if app is None:
                 return
