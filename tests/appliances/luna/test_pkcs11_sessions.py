@@ -340,3 +340,22 @@ def test_first_message_not_hello(harness):
             from hsmcloud.protocols.ntls.wire import write_frame
             write_frame(sock, Writer().u16(Op.LIST_PARTITIONS).payload())
             assert messages.Reader(read_frame(sock)).u32() == c.CKR_CRYPTOKI_NOT_INITIALIZED
+
+
+def test_signing_with_a_token_key_reads_no_sqlite(harness, ntls):
+    """The hot path works from memory: partition status, assignments, keystore, key objects."""
+    s = harness.session(ntls)
+    pub, priv = ntls.generate_key_pair(s, c.CKM_EC_KEY_PAIR_GEN, [(c.CKA_EC_PARAMS, P256),
+                                                                  (c.CKA_TOKEN, True)],
+                                       [(c.CKA_TOKEN, True)])
+    ntls.sign_init(s, c.CKM_ECDSA_SHA256, priv)
+    ntls.sign(s, b"warm up")
+    statements: list[str] = []
+    harness.core.state._db.set_trace_callback(statements.append)
+    try:
+        for _ in range(20):
+            ntls.sign_init(s, c.CKM_ECDSA_SHA256, priv)
+            assert len(ntls.sign(s, b"hot path")) == 64
+    finally:
+        harness.core.state._db.set_trace_callback(None)
+    assert statements == []
