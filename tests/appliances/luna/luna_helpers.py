@@ -202,3 +202,34 @@ def partition_ready(core: ApplianceCore, name: str = "app1", *, co: bool = True,
         officer = core.partitions.login(serial, Role.CRYPTO_OFFICER, CO_PIN)
         core.partitions.init_role(serial, Role.CRYPTO_USER, CU_PIN, by=officer)
     return core.partitions.get(serial)
+
+
+# -- NTLS clients ------------------------------------------------------------------------
+
+
+def make_client_certificate(directory: Path, name: str, *, expired: bool = False):
+    """A self-signed client certificate and key as PEM files (``vtl createCert``); returns the paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired \
+        else (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30))
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}Key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

@@ -12,7 +12,7 @@ import asyncio
 from typing import Protocol
 
 from ..core.clients import RegisteredClient
-from ..core.errors import FileNotFound, InvalidUsage
+from ..core.errors import ClientExists, FileNotFound, InvalidUsage
 from ..core.files import SERVER_CERTIFICATE_FILE
 from .command_line import Command, Flag, Group
 from .shell import Invocation
@@ -54,6 +54,10 @@ async def client_register(inv: Invocation) -> None:
     hostname, ip = inv.value("hostname"), inv.value("ip")
     if (hostname is None) == (ip is None):
         raise InvalidUsage("'client register' needs -hostname <host> or -ip <address> (one of them).")
+    existing = next((c for c in inv.core.clients.list() if c.name.lower() == name.lower()), None)
+    if existing is not None:
+        raise ClientExists(f"A client named '{existing.name}' is already registered. "
+                           f"See: client show -client {existing.name}")
     wanted = [f"{hostname or ip}.pem"] + ([f"{name}.pem"] if name != (hostname or ip) else [])
     found = next((f for f in wanted if inv.core.files.exists(f)), None)
     if found is None:

@@ -182,7 +182,9 @@ class NtlsServer:
             ending = [c for c in self._connections if client is None or c.client.lower() == client.lower()]
         for conn in ending:
             try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown: the TLS object stays intact for the thread
+                # using it, whose blocked read now ends.
+                socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
             except OSError:
                 pass
         for conn in ending:
@@ -279,7 +281,10 @@ class NtlsServer:
             if tls is None:
                 return
             dispatcher = self._dispatcher
-            client = self._core.clients.by_certificate(tls.getpeercert(binary_form=True))
+            try:
+                client = self._core.clients.by_certificate(tls.getpeercert(binary_form=True))
+            except (OSError, ValueError, AttributeError):  # ended meanwhile (stop, reset)
+                client = None
             if dispatcher is None or client is None or not client.partitions:
                 self._log(f"info : 0 : NTLS Client \"{conn.client}\" is no longer registered or "
                           f"assigned; connection closed : {conn.peer}")
@@ -319,8 +324,26 @@ class NtlsServer:
                 "RC_SSL_FAILED_HANDSHAKE",
                 f"info : 0 : NTLS Client \"{UNKNOWN_CLIENT}\" Connection instance removed : {conn.peer}",
             )
+            self._close_after_failure(conn.sock)
+            return None
+
+    @staticmethod
+    def _close_after_failure(sock: socket.socket) -> None:
+        """Close so that the client reads the TLS alert: closing with unread input would reset
+        the connection and lose it (TLS 1.3 clients send data before they learn the outcome)."""
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_WR)
+            sock.settimeout(2)
+            drained = 0
+            while drained < 65536:
+                data = socket.socket.recv(sock, 4096)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+        finally:
             try:
-                conn.sock.close()
+                sock.close()
             except OSError:
                 pass
-            return None
