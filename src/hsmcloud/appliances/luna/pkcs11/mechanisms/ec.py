@@ -110,23 +110,32 @@ class _EcdsaRawSign(Accumulating, SignOperation):
                               self._curve)
 
 
+#: One ECDSA signature algorithm object per hash (they are immutable; making one per call costs).
+_ECDSA_ALGORITHMS = {cls: ec.ECDSA(cls()) for cls in _ECDSA_HASHES.values()}
+
+
 class _EcdsaHashSign(SignOperation):
     __slots__ = ("_key", "_curve", "_algorithm", "_hash")
 
     def __init__(self, key, algorithm) -> None:
         self._key, self._algorithm = key, algorithm
         self._curve = keys.curve_of_key(key)
-        self._hash = hashes.Hash(algorithm)
+        self._hash = None  # made on the first C_SignUpdate; a one-shot C_Sign needs none
 
     def update(self, data: bytes) -> None:
+        if self._hash is None:
+            self._hash = hashes.Hash(self._algorithm)
         self._hash.update(data)
 
     def final(self) -> bytes:
+        if self._hash is None:
+            return self.sign(b"")
         der = self._key.sign(self._hash.finalize(), ec.ECDSA(utils.Prehashed(self._algorithm)))
         return _raw_signature(der, self._curve)
 
     def sign(self, data: bytes) -> bytes:
-        return _raw_signature(self._key.sign(bytes(data), ec.ECDSA(self._algorithm)), self._curve)
+        der = self._key.sign(bytes(data), _ECDSA_ALGORITHMS[type(self._algorithm)])
+        return _raw_signature(der, self._curve)
 
 
 def _raw_signature(der: bytes, curve: keys.Curve) -> bytes:

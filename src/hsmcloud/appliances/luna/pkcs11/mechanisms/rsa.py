@@ -147,12 +147,16 @@ class _HashSign(SignOperation):
 
     def __init__(self, key, algorithm, pad) -> None:
         self._key, self._algorithm, self._padding = key, algorithm, pad
-        self._hash = hashes.Hash(algorithm)
+        self._hash = None  # made on the first C_SignUpdate; a one-shot C_Sign needs none
 
     def update(self, data: bytes) -> None:
+        if self._hash is None:
+            self._hash = hashes.Hash(self._algorithm)
         self._hash.update(data)
 
     def final(self) -> bytes:
+        if self._hash is None:
+            return self.sign(b"")
         return self._key.sign(self._hash.finalize(), self._padding, utils.Prehashed(self._algorithm))
 
     def sign(self, data: bytes) -> bytes:
