@@ -11,6 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Union
 
+<<<<<<<< HEAD:src/hsmcloud/shellgrammar.py
+========
+from ..core.errors import InvalidUsage
+from .errors import InvalidCommand
+>>>>>>>> i7-server:src/hsmcloud/appliances/luna/lunash/command_line.py
 
 
 class GrammarError(Exception):

@@ -1,4 +1,4 @@
-"""The appliance's SSH server: password login of ``admin`` into LunaSH.
+"""The appliance's SSH server: password login of ``admin`` into LunaSH, and scp/sftp of files.
 
 An interactive shell (with or without a pty) runs a ``lunash:>`` prompt loop; an exec request
 (``ssh admin@host 'hsm show'``) runs one command and exits 0 on success, 1 on error. Every
@@ -14,11 +14,12 @@ import logging
 
 import asyncssh
 
+from ..core.appliance_core import ApplianceCore
+from ..core.passwords import admin_password_matches
+from ..core.product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
 from .errors import CommandAborted
-from .passwords import admin_password_matches
-from .product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
+from .file_transfer import ApplianceFileServer
 from .shell import PROMPT, ShellSession
-from .state import ApplianceState
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _printable(text: str, limit: int = 32) -> str:
 
 
 class SshTerminal:
-    """A :class:`~hsmcloud.appliances.luna.shell.Terminal` on an SSH channel."""
+    """A :class:`~hsmcloud.appliances.luna.lunash.shell.Terminal` on an SSH channel."""
 
     def __init__(self, process: asyncssh.SSHServerProcess, *, interactive: bool) -> None:
         self._process = process
@@ -88,6 +89,10 @@ class _Connection(asyncssh.SSHServer):
         self.origin = "unknown"
         self.shell: ShellSession | None = None
 
+    @property
+    def core(self) -> ApplianceCore:
+        return self._service.core
+
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         peer = conn.get_extra_info("peername") or ("unknown", 0)
@@ -120,19 +125,24 @@ class _Connection(asyncssh.SSHServer):
         verdict = "Accepted" if ok else "Failed"
         state.append_log(f"sshd: {verdict} password for {user} from {host} port {port} ssh2")
         if ok:
-            self.shell = ShellSession(state, user=ADMIN_USER, origin=self.origin)
+            self.shell = ShellSession(
+                self._service.core, user=ADMIN_USER, origin=self.origin, ntls=self._service.ntls
+            )
         return ok
 
 
 class LunaSshService:
     """The SSH listener of one appliance and the sessions it serves."""
 
-    def __init__(self, state: ApplianceState) -> None:
-        self.state = state
+    def __init__(self, core: ApplianceCore, *, ntls: object | None = None) -> None:
+        self.core = core
+        self.state = core.state
+        #: The NTLS listener, shown by ``ntls show``.
+        self.ntls = ntls
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self.serial = state.device().serial
+        self.serial = self.state.device().serial
         #: Bumped whenever sessions are ended, so a login checked before that is refused.
         self.epoch = 0
 
@@ -147,7 +157,8 @@ class LunaSshService:
             encoding="utf-8",
             line_editor=True,
             allow_pty=True,
-            allow_scp=False,
+            sftp_factory=ApplianceFileServer,
+            allow_scp=True,
             agent_forwarding=False,
             x11_forwarding=False,
             login_timeout=LOGIN_TIMEOUT_SECONDS,
