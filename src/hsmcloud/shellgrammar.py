@@ -11,11 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Union
 
-<<<<<<<< HEAD:src/hsmcloud/shellgrammar.py
-========
-from ..core.errors import InvalidUsage
-from .errors import InvalidCommand
->>>>>>>> i7-server:src/hsmcloud/appliances/luna/lunash/command_line.py
 
 
 class GrammarError(Exception):
@@ -32,6 +27,7 @@ class InvalidCommand(GrammarError):
 
 class InvalidUsage(GrammarError):
     """Unknown, missing, repeated or malformed flags or values."""
+
 
 #: What a shell calls for a command: LunaSH's handlers are coroutines, LunaCM's plain functions.
 Handler = Callable[..., Awaitable[None] | None]
