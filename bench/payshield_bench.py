@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import secrets
@@ -219,7 +220,8 @@ def set_up(ports: dict, provider_token: str, work: Path) -> tuple[Keys, list[dic
     tenant_token = secrets.token_urlsafe(24)
     base = f"http://127.0.0.1:{ports['mgmt']}"
     with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {provider_token}"}) as p:
-        p.put("/provider/tenant", json={"token": tenant_token}).raise_for_status()
+        digest = hashlib.sha256(tenant_token.encode()).hexdigest()
+        p.post("/provider/claim", json={"token_sha256": digest}).raise_for_status()
         licence = p.put("/provider/licence", json={"cps_limit_lifted": True})
         licence.raise_for_status()
         assert licence.json()["cps_limit_lifted"] is True, licence.text

@@ -5,7 +5,6 @@ import asyncio
 
 import asyncssh
 
-FACTORY_PASSWORD = "PASSWORD"
 ADMIN_PASSWORD = "Adm1n-Passw0rd!"
 SO_PASSWORD = "hsm-SO-secret-1"
 
@@ -24,10 +23,11 @@ def run(address: str, port: int, password: str, *commands: str) -> list[tuple[in
     return asyncio.run(asyncio.wait_for(_exec(address, port, password, list(commands)), timeout=60))
 
 
-def take_ownership(address: str, port: int) -> None:
-    """First login: change the admin password, then initialize the HSM (it now holds tenant state)."""
-    [(code, text)] = run(address, port, FACTORY_PASSWORD,
-                         f"my password set -oldpassword {FACTORY_PASSWORD} -newpassword {ADMIN_PASSWORD}")
+def take_ownership(ep: dict) -> None:
+    """First login with the HSM's initial password (from /endpoints): change it, then initialize the HSM."""
+    address, port, initial = ep["address"], ep["ports"]["ssh"], ep["initialAdminPassword"]
+    [(code, text)] = run(address, port, initial,
+                         f"my password set -oldpassword {initial} -newpassword {ADMIN_PASSWORD}")
     assert code == 0, text
     [(code, text)] = run(address, port, ADMIN_PASSWORD,
                          f"hsm init -label tenant -domain tenant-domain -password {SO_PASSWORD} -force")

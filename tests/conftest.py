@@ -88,8 +88,10 @@ class Cloud:
 
 def start_cloud(tmp: Path, *, backend: str, database_url: str | None = None, tls: bool = True,
                 **overrides) -> Cloud:
+    # Retry-After: 0 is "no advice" to the SDK, so tests poll at their own polling_interval=0; the tests
+    # of Retry-After itself set it (retry_after fixture).
     settings = Settings(state_dir=tmp, port=0, tls=tls, database_url=database_url, regions=TEST_REGIONS,
-                        gateway_provision_seconds=0.0, step_delay_seconds=0.0, retry_after_seconds=1,
+                        gateway_provision_seconds=0.0, step_delay_seconds=0.0, retry_after_seconds=0,
                         **overrides)
     server, endpoint = build_server(settings)
     thread = threading.Thread(target=server.run, name=f"hsmcloud-{backend}", daemon=True)
@@ -116,3 +118,12 @@ def cloud(request, tmp_path_factory):
         yield c
         c.stop()
         c.services.store.close()
+
+
+@pytest.fixture
+def retry_after(cloud):
+    """The service's default Retry-After (1 s) for one test, as users get it."""
+    before = cloud.settings.retry_after_seconds
+    cloud.settings.retry_after_seconds = Settings().retry_after_seconds
+    yield cloud.settings.retry_after_seconds
+    cloud.settings.retry_after_seconds = before

@@ -42,6 +42,17 @@ class Forbidden(HsmCloudError):
     code = "AuthorizationFailed"
 
 
+class OperatorNotTenant(Forbidden):
+    """An operator token on a tenant route: the provider keeps out of tenants' resources."""
+
+    code = "OperatorNotTenant"
+
+    def __init__(self, message: str = "Operator tokens cannot act on tenant resources; use the /operator "
+                                      "surface ('hsmcloud operator ...'), or a tenant token from "
+                                      "'hsmcloud token --subscription <id>'.", **kwargs):
+        super().__init__(message, **kwargs)
+
+
 class NotFound(HsmCloudError):
     status = 404
     code = "ResourceNotFound"

@@ -19,6 +19,10 @@ def hsm_id(sub: str, rg: str, name: str) -> str:
     return f"{group_id(sub, rg)}/providers/{HSM_PROVIDER}/{HSM_TYPE}/{name}"
 
 
+def operation_status_id(sub: str, location: str, op_id: str) -> str:
+    return f"/subscriptions/{sub}/providers/{HSM_PROVIDER}/locations/{location}/operationStatuses/{op_id}"
+
+
 def network_id(sub: str, rg: str, rtype: str, name: str) -> str:
     return f"{group_id(sub, rg)}/providers/{NETWORK_PROVIDER}/{rtype}/{name}"
 

@@ -11,6 +11,7 @@ import uvicorn
 from hsmcloud.arm.app import create_app
 from hsmcloud.config import Settings
 from hsmcloud.identity.tls import ensure_tls
+from hsmcloud.private_files import write_private
 from hsmcloud.service import build_services
 
 ENDPOINT_FILE = "endpoint.json"
@@ -65,7 +66,4 @@ def write_endpoint(settings: Settings, endpoint: Endpoint, port: int) -> None:
     scheme = "https" if settings.tls else "http"
     data = {"endpoint": f"{scheme}://{settings.host}:{port}", "ca": str(endpoint.ca_path) if endpoint.ca_path else None,
             "pid": os.getpid()}
-    path = settings.state_dir / ENDPOINT_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_private(settings.state_dir / ENDPOINT_FILE, json.dumps(data).encode())

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 
 from hsmcloud.config import Settings
+from hsmcloud.controlplane.credentials import TenantCredentials
 from hsmcloud.controlplane.hsms import HsmService
 from hsmcloud.controlplane.lifecycle import Lifecycle
 from hsmcloud.controlplane.operations import release_all_leases
 from hsmcloud.fleet.device_host import DeviceHost
 from hsmcloud.fleet.inventory import seed_fleet
+from hsmcloud.identity.initial_secrets import InitialSecrets
 from hsmcloud.identity.tokens import TokenAuthority
 from hsmcloud.network.service import NetworkService
+from hsmcloud.private_files import private_dir
 from hsmcloud.store.db import Store
 
 
@@ -25,16 +28,15 @@ class Services:
     hsms: HsmService
     host: DeviceHost
     lifecycle: Lifecycle
+    credentials: TenantCredentials
 
 
 def build_services(settings: Settings) -> Services:
-    if not settings.state_dir.exists():
-        # It will hold keys and per-device management tokens: only the service's user may read it.
-        settings.state_dir.mkdir(parents=True, mode=0o700)
+    # It holds keys, tokens and device states: only the service's user may read it, even when the
+    # user made it beforehand (with whatever umask).
+    private_dir(settings.state_dir)
+    private_dir(settings.devices_dir)
     store = Store(settings.resolved_database_url)
-    sqlite_file = settings.state_dir / "hsmcloud.db"
-    if store.is_sqlite and sqlite_file.exists():
-        sqlite_file.chmod(0o600)  # SQLite gives its -wal and -shm files the same mode
     for attempt in range(3):
         try:
             with store.session() as s:
@@ -47,6 +49,10 @@ def build_services(settings: Settings) -> Services:
                 raise
     network = NetworkService(settings)
     host = DeviceHost(settings.devices_dir)
+    hsms = HsmService(settings, network)
+    initial_secrets = InitialSecrets(settings.state_dir)
     return Services(settings=settings, store=store, tokens=TokenAuthority(settings.state_dir), network=network,
-                    hsms=HsmService(settings, network), host=host,
-                    lifecycle=Lifecycle(store=store, settings=settings, host=host, network=network))
+                    hsms=hsms, host=host,
+                    lifecycle=Lifecycle(store=store, settings=settings, host=host, network=network,
+                                        initial_secrets=initial_secrets),
+                    credentials=TenantCredentials(store=store, hsms=hsms, initial_secrets=initial_secrets))

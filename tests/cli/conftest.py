@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -13,7 +14,8 @@ from tests.conftest import start_cloud
 
 # Only the variables the CLI reads; None removes them so a developer's own settings never leak in.
 _CLEAN_ENV = {"HSMCLOUD_STATE_DIR": None, "HSMCLOUD_SUBSCRIPTION": None, "HSMCLOUD_TOKEN": None,
-              "HSMCLOUD_ENDPOINT": None, "HSMCLOUD_POLL_INTERVAL": "0.05", "COLUMNS": "200"}
+              "HSMCLOUD_ENDPOINT": None, "HSMCLOUD_CLIENT_HOME": None, "HSMCLOUD_POLL_INTERVAL": "0.05",
+              "COLUMNS": "200"}
 
 
 @dataclass
@@ -22,10 +24,12 @@ class Cli:
 
     cloud: object
     runner: CliRunner
+    client_home: Path  # the tenant's side ($HSMCLOUD_CLIENT_HOME), never the service's state directory
 
     def __call__(self, *args: str, sub: str | None = None, input: str | None = None,
                  env: dict | None = None) -> Result:
-        full_env = dict(_CLEAN_ENV, HSMCLOUD_STATE_DIR=str(self.cloud.settings.state_dir))
+        full_env = dict(_CLEAN_ENV, HSMCLOUD_STATE_DIR=str(self.cloud.settings.state_dir),
+                        HSMCLOUD_CLIENT_HOME=str(self.client_home))
         if sub:
             full_env["HSMCLOUD_SUBSCRIPTION"] = sub
         full_env.update(env or {})
@@ -63,5 +67,5 @@ def cli_cloud(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cli(cli_cloud) -> Cli:
-    return Cli(cloud=cli_cloud, runner=CliRunner())
+def cli(cli_cloud, tmp_path_factory) -> Cli:
+    return Cli(cloud=cli_cloud, runner=CliRunner(), client_home=tmp_path_factory.mktemp("client-home") / "home")

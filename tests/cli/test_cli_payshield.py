@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
+import subprocess
 
+import httpx
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
@@ -115,6 +118,25 @@ def test_card_new_writes_a_sealed_card_and_never_overwrites(cli, tmp_path):
     # The PIN can be typed instead (twice) rather than given on the command line.
     data = cli.json("payshield", "card", "new", "--out", tmp_path / "typed.json", input="9876\n9876\n")
     assert set(data) == {"file", "card_id", "variant_check_value", "keyblock_check_value"}
+
+
+def test_card_new_inside_a_git_work_tree_warns_unless_ignored(cli, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    result = cli.ok("payshield", "card", "new", "--out", repo / "sub" / "card1.json", "--pin", "4321")
+    warning = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    assert warning == [f"warning: {repo / 'sub' / 'card1.json'} is inside the git work tree {repo} and not ignored "
+                       "there: a card file holds an LMK component (sealed under its PIN) and must never be "
+                       "committed. Move it to a private directory outside any repository (mkdir -m 700 "
+                       "~/hsm-cards), or add it to .gitignore."]
+    assert oct((repo / "sub" / "card1.json").stat().st_mode & 0o777) == "0o600"
+    # Ignored there, or outside any work tree: no warning.
+    (repo / ".gitignore").write_text("card*.json\n")
+    assert "warning:" not in cli.ok("payshield", "card", "new", "--out", repo / "card2.json", "--pin", "4321").stderr
+    private = tmp_path / "cards"
+    private.mkdir(mode=0o700)
+    assert "warning:" not in cli.ok("payshield", "card", "new", "--out", private / "c.json", "--pin", "4321").stderr
 
 
 def test_lmk_load_prints_check_value_equal_to_list(cli, pay, lmk):
@@ -247,7 +269,116 @@ def test_release_is_required_before_delete(cli, cli_cloud, cards):
     assert released["released"] is True and released["pristine"] is True
     # The device holds nothing of the tenant any more, not even its credential.
     line = cli.fails("payshield", "lmk", "list", *args, sub=sub, code="Unauthorized")
-    assert "released" in line
+    assert "after a release it holds none" in line and "payshield credential claim -g pay-rg -n pay2" in line
     gone = cli.json("hsm", "delete", "-n", "pay2", "-g", RG, "--yes", sub=sub)
     assert gone["status"] == "Deleted"
     cli.fails("payshield", "lmk", "list", *args, sub=sub, code="ResourceNotFound")
+    # The same name again, possibly on the same (recycled) device: the old saved credential is not used.
+    again = make_payment_hsm(cli, sub, "pay2")
+    assert cli.json("payshield", "lmk", "list", *args, sub=sub) == []
+    assert cli.json("payshield", "credential", "show", *args, sub=sub)["serial"] == again["serial"]
+
+
+# ---- the management credential: the tenant's, on the tenant's side ------------------------------------
+def saved_files(home) -> list:
+    return sorted((home / "credentials").rglob("*.json"))
+
+
+def management_status(ep: dict, token: str) -> int:
+    with httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}", timeout=30,
+                      headers={"Authorization": f"Bearer {token}"}) as m:
+        return m.get("/lmk").status_code
+
+
+def test_first_use_claims_the_credential_into_the_client_home(cli, cli_cloud):
+    sub = cli_cloud.new_subscription()
+    ep = make_payment_hsm(cli, sub, "pay-c1")
+    args = ("-g", RG, "-n", "pay-c1")
+    assert ep["managementCredentialIssuedAt"] is None and "managementToken" not in ep
+    assert "not claimed yet" in cli.ok("hsm", "endpoints", *args, sub=sub).stdout
+    cli.fails("payshield", "credential", "show", *args, sub=sub, code="NoManagementCredential")
+    status = cli.json("payshield", "status", *args, sub=sub)  # the first command claims it
+    assert status["serial"] == ep["serial"]
+    [path] = [p for p in saved_files(cli.client_home) if p.name.startswith(f"{RG}+pay-c1+")]
+    assert path.parent.name == sub and path.name == f"{RG}+pay-c1+{ep['serial']}.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for directory in (cli.client_home, cli.client_home / "credentials", path.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    token = json.loads(path.read_text())["token"]
+    assert management_status(ep, token) == 200
+    shown = cli.ok("payshield", "credential", "show", *args, sub=sub).stdout
+    assert token not in shown and "sha256:" in shown and str(path) in shown.replace("\n", "")
+    assert cli.json("payshield", "credential", "show", *args, "--reveal", sub=sub)["token"] == token
+    issued = cli.json("hsm", "endpoints", *args, sub=sub)["managementCredentialIssuedAt"]
+    assert issued and cli.json("payshield", "credential", "show", *args, sub=sub)["issuedAt"] == issued
+    # `claim` again keeps the working credential.
+    assert cli.json("payshield", "credential", "claim", *args, sub=sub)["fingerprint"] == \
+        cli.json("payshield", "credential", "show", *args, sub=sub)["fingerprint"]
+    # Neither the service's state directory (store, logs) nor anything it wrote holds the token.
+    for file in cli_cloud.settings.state_dir.rglob("*"):
+        if file.is_file():
+            assert token.encode() not in file.read_bytes(), file
+
+
+def test_rotate_replaces_the_credential_on_the_device(cli, cli_cloud):
+    sub = cli_cloud.new_subscription()
+    ep = make_payment_hsm(cli, sub, "pay-c2")
+    args = ("-g", RG, "-n", "pay-c2")
+    cli.ok("payshield", "status", *args, sub=sub)
+    before = cli.json("payshield", "credential", "show", *args, "--reveal", sub=sub)
+    rotated = cli.json("payshield", "credential", "rotate", *args, sub=sub)
+    after = cli.json("payshield", "credential", "show", *args, "--reveal", sub=sub)
+    assert after["fingerprint"] == rotated["fingerprint"] != before["fingerprint"]
+    assert management_status(ep, before["token"]) == 401  # the old one stopped at once
+    assert management_status(ep, after["token"]) == 200
+    assert cli.json("payshield", "lmk", "list", *args, sub=sub) == []
+    line = cli.fails("payshield", "credential", "rotate", *args, sub=sub, env={"HSMCLOUD_CLIENT_HOME": str(
+        cli.client_home.parent / "elsewhere")}, code="NoManagementCredential")
+    assert "copy that file" in line and "force delete" in line
+
+
+def test_a_claimed_device_without_the_saved_credential_names_the_fix(cli, cli_cloud, tmp_path):
+    sub = cli_cloud.new_subscription()
+    make_payment_hsm(cli, sub, "pay-c3")
+    args = ("-g", RG, "-n", "pay-c3")
+    cli.ok("payshield", "credential", "claim", *args, sub=sub)
+    other = {"HSMCLOUD_CLIENT_HOME": str(tmp_path / "other-machine")}
+    for command in (("payshield", "status"), ("payshield", "credential", "claim")):
+        line = cli.fails(*command, *args, sub=sub, env=other, code="NoManagementCredential")
+        assert "pay-c3" in line and "copy that file" in line and "force delete" in line
+    assert not (tmp_path / "other-machine" / "credentials").exists() or not saved_files(tmp_path / "other-machine")
+
+
+def test_a_claim_or_rotation_whose_answer_was_lost_is_settled_on_next_use(cli, cli_cloud):
+    from hsmcloud.cli.credentials import CredentialStore, SavedCredential, token_sha256
+
+    sub = cli_cloud.new_subscription()
+    ep = make_payment_hsm(cli, sub, "pay-c4")
+    args = ("-g", RG, "-n", "pay-c4")
+    store = CredentialStore(cli.client_home)
+    # The CLI saved its token and the device took it, but the answer never came back.
+    pending = SavedCredential(subscription=sub, resource_group=RG, name="pay-c4", serial=ep["serial"],
+                              token="lost-answer-token-0123456789abcdef")
+    store.save(pending)
+    with cli_cloud.http(sub) as c:
+        r = c.post(f"/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.HardwareSecurityModules/"
+                   "dedicatedHSMs/pay-c4/managementCredential", params={"api-version": "2025-03-31"},
+                   json={"tokenSha256": token_sha256(pending.token)})
+        assert r.status_code == 200
+    assert cli.json("payshield", "lmk", "list", *args, sub=sub) == []
+    confirmed = store.load(subscription=sub, resource_group=RG, name="pay-c4", serial=ep["serial"])
+    assert confirmed.token == pending.token and confirmed.issued_at == r.json()["issuedAt"]
+    # A rotation the device took, answer lost: the next command keeps the new token.
+    taken = "rotated-token-the-device-took-0123"
+    with httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}", timeout=30,
+                      headers={"Authorization": f"Bearer {confirmed.token}"}) as m:
+        assert m.post("/tenant/credential", json={"token_sha256": token_sha256(taken)}).status_code == 200
+    store.save(confirmed.rotating(taken))
+    assert cli.json("payshield", "lmk", "list", *args, sub=sub) == []
+    assert store.load(subscription=sub, resource_group=RG, name="pay-c4", serial=ep["serial"]).token == taken
+    # A rotation the device never took: the next command keeps the old token.
+    store.save(store.load(subscription=sub, resource_group=RG, name="pay-c4", serial=ep["serial"])
+               .rotating("never-reached-the-device-0123456"))
+    assert cli.json("payshield", "lmk", "list", *args, sub=sub) == []
+    kept = store.load(subscription=sub, resource_group=RG, name="pay-c4", serial=ep["serial"])
+    assert kept.token == taken and kept.next_token is None

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 import pytest
+
+from tests import appliance_ssh
 
 RG = "cli-rg"
 
@@ -59,10 +60,11 @@ def test_hsm_endpoints_give_loopback_address_and_ssh_port(cli, deployed):
     assert ep["privateIpAddresses"] == ["10.2.1.5"]
     human = cli.ok("hsm", "endpoints", "-n", "hsm1", "-g", RG, sub=sub).stdout
     assert f"ssh -p {port} admin@{ep['address']}" in human
-    # The printed endpoint is a live SSH server.
-    with socket.create_connection((ep["address"], port), timeout=10) as s:
-        s.settimeout(10)
-        assert s.recv(64).startswith(b"SSH-2.0")
+    # With the per-HSM password the first login takes (not the factory PASSWORD).
+    assert ep["initialAdminPassword"] != "PASSWORD"
+    assert f"initial admin password: {ep['initialAdminPassword']}" in human and "must change it" in human
+    [(code, text)] = appliance_ssh.run(ep["address"], port, ep["initialAdminPassword"], "hsm show")
+    assert code != 0 and "my password set" in text
 
 
 def test_hsm_update_tags(cli, deployed):
@@ -96,6 +98,18 @@ def test_subnet_not_delegated_is_one_clear_line(cli, cli_cloud):
     line = cli.fails("hsm", "create", "-n", "hsm1", "-g", "nodeleg", "--subnet", net["subnetId"], sub=sub,
                      code="SubnetNotDelegated")
     assert "--delegations Microsoft.HardwareSecurityModules/dedicatedHSMs" in line
+    assert cli.json("hsm", "list", sub=sub) == []
+
+
+def test_gateway_subnet_points_at_the_hsm_subnet(cli, cli_cloud):
+    sub = cli_cloud.new_subscription()
+    net = cli.json("network", "create", "-g", "gwsub", sub=sub)
+    gateway_subnet = net["subnetId"].rsplit("/", 1)[0] + "/GatewaySubnet"
+    line = cli.fails("hsm", "create", "-n", "hsm1", "-g", "gwsub", "--subnet", gateway_subnet, sub=sub)
+    assert line == ("error: GatewaySubnetNotAllowed: Subnet 'GatewaySubnet' of virtual network 'hsm-vnet' is "
+                    "reserved for the virtual network gateway and cannot hold dedicated HSMs. Use the HSM subnet "
+                    f"instead: {net['subnetId']}.")
+    assert "delegations" not in line  # never advises delegating the gateway's subnet
     assert cli.json("hsm", "list", sub=sub) == []
 
 

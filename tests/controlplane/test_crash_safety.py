@@ -97,7 +97,7 @@ def test_kill_during_create_and_delete_then_restart(tmp_path, database_url):
         with svc.http(sub) as c:
             subnet = make_network(c, sub)
             assert c.put(hsm_url(sub, "hsm-rg", "crash1"), params={"api-version": HSM_API},
-                         json=hsm_body(subnet)).status_code == 200
+                         json=hsm_body(subnet)).status_code == 201
             wait_for(lambda: state_of(c, sub, "crash1") in ("Connecting", "Provisioning"), "allocation")
         svc.kill()  # the device is allocated, the deployment is half done
 
@@ -108,7 +108,7 @@ def test_kill_during_create_and_delete_then_restart(tmp_path, database_url):
             ep = c.get(hsm_url(sub, "hsm-rg", "crash1") + "/endpoints", params={"api-version": HSM_API}).json()
         held = allocated_devices(svc)
         assert [d["serial"] for d in held] == [ep["serial"]]  # exactly one device, not leaked, not doubled
-        appliance_ssh.take_ownership(ep["address"], ep["ports"]["ssh"])
+        appliance_ssh.take_ownership(ep)
         svc.stop()
 
         # A clean restart keeps the resource and the appliance's own state (the changed password).

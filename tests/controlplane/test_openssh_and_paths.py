@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -23,9 +24,12 @@ def test_openssh_client_reaches_the_allocated_appliance(cloud, tmp_path):
         assert wait_terminal(c, sub, "hsm-rg", "ssh1")["properties"]["provisioningState"] == "Succeeded"
         ep = c.get(hsm_url(sub, "hsm-rg", "ssh1") + "/endpoints", params={"api-version": HSM_API}).json()
     assert ep["privateIpAddresses"] == ["10.2.1.30"]
+    initial = ep["initialAdminPassword"]
     askpass = tmp_path / "askpass.sh"
-    askpass.write_text("#!/bin/sh\necho PASSWORD\n")
-    askpass.chmod(askpass.stat().st_mode | stat.S_IXUSR)
+
+    def answer(password: str) -> None:
+        askpass.write_text(f"#!/bin/sh\necho {shlex.quote(password)}\n")
+        askpass.chmod(askpass.stat().st_mode | stat.S_IXUSR)
     env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
 
     def ssh(command: str):
@@ -35,12 +39,17 @@ def test_openssh_client_reaches_the_allocated_appliance(cloud, tmp_path):
                                command], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=60)
 
+    # Any local process could try the factory password first; a handed-over device refuses it.
+    answer("PASSWORD")
+    denied = ssh("hsm show")
+    assert denied.returncode == 255 and "Permission denied" in denied.stderr
+    answer(initial)
     refused = ssh("hsm show")
     assert refused.returncode != 0
     assert "my password set" in refused.stdout + refused.stderr
-    changed = ssh("my password set -oldpassword PASSWORD -newpassword Tenant-Pass-1")
+    changed = ssh(f"my password set -oldpassword {initial} -newpassword Tenant-Pass-1")
     assert changed.returncode == 0, changed.stdout + changed.stderr
-    askpass.write_text("#!/bin/sh\necho Tenant-Pass-1\n")
+    answer("Tenant-Pass-1")
     shown = ssh("hsm show")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "7.0.3" in shown.stdout and ep["serial"] in shown.stdout

@@ -27,6 +27,20 @@ def endpoints(c, sub, name) -> dict:
     return r.json()
 
 
+def claim(c, sub, name, body: dict | None = None) -> httpx.Response:
+    return c.post(hsm_url(sub, "hsm-rg", name) + "/managementCredential", params={"api-version": HSM_API},
+                  json=body)
+
+
+def tenant_management(c, sub, name) -> httpx.Client:
+    """The tenant's client of its payment HSM's management port, with a freshly claimed credential."""
+    ep = endpoints(c, sub, name)
+    r = claim(c, sub, name)
+    assert r.status_code == 200, r.text
+    return httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}",
+                        headers={"Authorization": f"Bearer {r.json()['managementToken']}"}, timeout=30)
+
+
 def test_payment_hsm_has_host_ports_and_needs_release_before_delete(cloud):
     sub = cloud.new_subscription()
     with cloud.http(sub) as c:
@@ -44,8 +58,7 @@ def test_payment_hsm_has_host_ports_and_needs_release_before_delete(cloud):
             reply = host_command(ep["address"], port, b"NO00")
             assert reply[:8] == b"HEADNP00"
         # The tenant puts customer content on the device through its management interface...
-        mgmt = httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}",
-                            headers={"Authorization": f"Bearer {ep['managementToken']}"}, timeout=30)
+        mgmt = tenant_management(c, sub, "pay1")
         r = mgmt.put("/settings", json={"header_length": 2})
         assert r.status_code == 200, r.text
         # ...so a normal delete is refused until the device is released.
@@ -70,8 +83,7 @@ def test_force_delete_releases_a_payment_device_out_of_band(cloud):
         put_hsm(c, sub, "hsm-rg", "pay2", hsm_body(subnet, sku="payShield10K_LMK2_CPS2500"))
         wait_terminal(c, sub, "hsm-rg", "pay2")
         ep = endpoints(c, sub, "pay2")
-        mgmt = httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}",
-                            headers={"Authorization": f"Bearer {ep['managementToken']}"}, timeout=30)
+        mgmt = tenant_management(c, sub, "pay2")
         assert mgmt.put("/settings", json={"header_length": 6}).status_code == 200
     with cloud.http(operator=True) as op:
         # Provider settings on a held device: lifting the licence limit for a benchmark.
@@ -83,12 +95,10 @@ def test_force_delete_releases_a_payment_device_out_of_band(cloud):
         r = op.post(f"/operator/subscriptions/{sub}/resourceGroups/hsm-rg/dedicatedHSMs/pay2/forceDelete")
         assert r.status_code == 202
         loc = r.json()["location"]
-    with cloud.http(sub) as c:
         for _ in range(600):
-            if c.get(loc).status_code != 202:
+            if op.get(loc).status_code != 202:
                 break
-        assert c.get(loc).status_code == 200
-    with cloud.http(operator=True) as op:
+        assert op.get(loc).status_code == 200
         device = next(d for d in op.get("/operator/devices").json()["value"] if d["serial"] == ep["serial"])
         assert device["state"] == "free"
         r = op.post(f"/operator/devices/{ep['serial']}/firmware", json={"version": "1.4a 1.8.2"})
@@ -133,8 +143,7 @@ def test_sdk_creates_a_payment_hsm_with_two_host_nics_and_a_management_profile(c
     with cloud.http(sub) as c:
         ep = endpoints(c, sub, "pay3")
         assert ep["privateIpAddresses"] == ["10.2.1.50", "10.2.1.51", "10.2.2.60"]
-        mgmt_api = httpx.Client(base_url=f"http://{ep['address']}:{ep['ports']['management']}",
-                                headers={"Authorization": f"Bearer {ep['managementToken']}"}, timeout=30)
+        mgmt_api = tenant_management(c, sub, "pay3")
         health = mgmt_api.get("/health").json()
         assert (health["licence"]["lmk_slots"], health["licence"]["cps"]) == (1, 250)  # the SKU's licence
         assert mgmt_api.post("/release").status_code == 200

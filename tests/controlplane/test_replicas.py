@@ -25,7 +25,7 @@ def test_api_only_replica_serves_requests_that_the_worker_replica_carries_out(tm
             assert op.put(f"/operator/subscriptions/{sub}/allowlist").status_code == 200
         with api.http(sub) as c:
             subnet = make_network(c, sub)
-            assert put_hsm(c, sub, "hsm-rg", "rep1", hsm_body(subnet)).status_code == 200
+            assert put_hsm(c, sub, "hsm-rg", "rep1", hsm_body(subnet)).status_code == 201
             assert wait_terminal(c, sub, "hsm-rg", "rep1")["properties"]["provisioningState"] == "Succeeded"
         with worker.http(sub) as c:
             assert c.get(hsm_url(sub, "hsm-rg", "rep1"), params={"api-version": HSM_API}).status_code == 200

@@ -63,19 +63,21 @@ def test_gateway_race_fails_then_retry_succeeds(cloud):
             subnet = make_network(c, sub)
     finally:
         cloud.settings.gateway_provision_seconds = 0.0
+    client = sdk_client(cloud, sub)
+    with pytest.raises(HttpResponseError) as err:
+        client.dedicated_hsm.begin_create_or_update("hsm-rg", "race1", hsm_body(subnet)).result()
+    assert err.value.error.code == "GatewayNotReady"
+    assert "hsm-vnet-gw" in err.value.message and "retry the deployment" in err.value.message
     with cloud.http(sub) as c:
-        assert put_hsm(c, sub, "hsm-rg", "race1", hsm_body(subnet)).status_code == 200
         failed = wait_terminal(c, sub, "hsm-rg", "race1")
         assert failed["properties"]["provisioningState"] == "Failed"
-        assert "hsm-vnet-gw" in failed["properties"]["statusMessage"]
-        assert "retry" in failed["properties"]["statusMessage"].lower()
+        assert failed["properties"]["statusMessage"] == err.value.error.message
         gw = f"/subscriptions/{sub}/resourceGroups/hsm-rg/providers/Microsoft.Network/virtualNetworkGateways/hsm-vnet-gw"
         for _ in range(400):
             if c.get(gw, params={"api-version": NET_API}).json()["properties"]["provisioningState"] == "Succeeded":
                 break
             time.sleep(0.05)
     # The same PUT again, as a redeployment would, now succeeds.
-    client = sdk_client(cloud, sub)
     hsm = client.dedicated_hsm.begin_create_or_update("hsm-rg", "race1", hsm_body(subnet)).result()
     assert hsm.properties.provisioning_state == "Succeeded"
 
@@ -85,8 +87,10 @@ def test_missing_gateway_fails_with_details(cloud):
     client = sdk_client(cloud, sub)
     with cloud.http(sub) as c:
         subnet = make_network(c, sub, gateway=False)
-    with pytest.raises(HttpResponseError):
+    with pytest.raises(HttpResponseError) as err:
         client.dedicated_hsm.begin_create_or_update("hsm-rg", "nogw", hsm_body(subnet)).result()
+    assert err.value.error.code == "GatewayNotFound"
+    assert "create one in its GatewaySubnet" in err.value.message
     hsm = client.dedicated_hsm.get("hsm-rg", "nogw")
     assert hsm.properties.provisioning_state == "Failed"
     assert "has no gateway" in hsm.properties.status_message
@@ -110,12 +114,12 @@ def test_private_ip_outside_subnet_or_taken(cloud):
         subnet = make_network(c, sub)
         r = put_hsm(c, sub, "hsm-rg", "ipout", hsm_body(subnet, ip="10.9.9.9"))
         assert r.status_code == 400 and r.json()["error"]["code"] == "PrivateIPAddressNotInSubnet"
-        assert put_hsm(c, sub, "hsm-rg", "ip1", hsm_body(subnet, ip="10.2.1.20")).status_code == 200
+        assert put_hsm(c, sub, "hsm-rg", "ip1", hsm_body(subnet, ip="10.2.1.20")).status_code == 201
         assert wait_terminal(c, sub, "hsm-rg", "ip1")["properties"]["provisioningState"] == "Succeeded"
         r = put_hsm(c, sub, "hsm-rg", "ip2", hsm_body(subnet, ip="10.2.1.20"))
         assert r.status_code == 409 and r.json()["error"]["code"] == "PrivateIPAddressInUse"
         # Automatic addresses skip the taken one and the reserved ones.
-        assert put_hsm(c, sub, "hsm-rg", "ip3", hsm_body(subnet)).status_code == 200
+        assert put_hsm(c, sub, "hsm-rg", "ip3", hsm_body(subnet)).status_code == 201
         got = wait_terminal(c, sub, "hsm-rg", "ip3")["properties"]["networkProfile"]["networkInterfaces"][0]
         assert got["privateIpAddress"] == "10.2.1.4"
 
@@ -181,7 +185,7 @@ def test_tenants_never_see_each_other(cloud):
     a, b = cloud.new_subscription(), cloud.new_subscription()
     with cloud.http(a) as c:
         subnet = make_network(c, a)
-        assert put_hsm(c, a, "hsm-rg", "mine", hsm_body(subnet)).status_code == 200
+        assert put_hsm(c, a, "hsm-rg", "mine", hsm_body(subnet)).status_code == 201
         wait_terminal(c, a, "hsm-rg", "mine")
     with cloud.http(b) as c:
         make_network(c, b)  # same group and network names in another subscription
@@ -202,7 +206,7 @@ def test_quota_per_region_and_stamp_and_increase(cloud):
     with cloud.http(sub) as c:
         subnet = make_network(c, sub)
         for i, stamp in enumerate(["stamp1", "stamp1"]):
-            assert put_hsm(c, sub, "hsm-rg", f"quota{i}", hsm_body(subnet, sku=PAY, stamp=stamp)).status_code == 200
+            assert put_hsm(c, sub, "hsm-rg", f"quota{i}", hsm_body(subnet, sku=PAY, stamp=stamp)).status_code == 201
             assert wait_terminal(c, sub, "hsm-rg", f"quota{i}")["properties"]["provisioningState"] == "Succeeded"
         # A third HSM in stamp1 exceeds the per-stamp quota of 2.
         put_hsm(c, sub, "hsm-rg", "quota2", hsm_body(subnet, sku=PAY, stamp="stamp1"))
@@ -241,13 +245,14 @@ def test_region_out_of_capacity(cloud):
         subnet = make_network(c, sub, location="capacitylab")
         for i in range(24):
             assert put_hsm(c, sub, "hsm-rg", f"cap{i}", hsm_body(subnet, sku=PAY, location="capacitylab")
-                           ).status_code == 200
+                           ).status_code == 201
         for i in range(24):
             assert wait_terminal(c, sub, "hsm-rg", f"cap{i}")["properties"]["provisioningState"] == "Succeeded"
-        put_hsm(c, sub, "hsm-rg", "cap24", hsm_body(subnet, sku=PAY, location="capacitylab"))
-        failed = wait_terminal(c, sub, "hsm-rg", "cap24")
-        assert failed["properties"]["provisioningState"] == "Failed"
-        assert "capacity" in failed["properties"]["statusMessage"]
+    with pytest.raises(HttpResponseError) as err:
+        sdk_client(cloud, sub).dedicated_hsm.begin_create_or_update(
+            "hsm-rg", "cap24", hsm_body(subnet, sku=PAY, location="capacitylab")).result()
+    assert err.value.error.code == "InsufficientCapacity"
+    assert "capacity is used up" in err.value.message and "hsmcloud operator stamps" in err.value.message
     with cloud.http(operator=True) as op:
         stamps = [s for s in op.get("/operator/stamps").json()["value"]
                   if s["region"] == "capacitylab" and s["kind"] == "payshield"]
@@ -255,7 +260,7 @@ def test_region_out_of_capacity(cloud):
         assert all(s["fillPercent"] == 100.0 and s["spares"] == 2 and s["testDevices"] == 1 for s in stamps)
 
 
-def test_delete_is_a_long_running_operation(cloud):
+def test_delete_is_a_long_running_operation(cloud, retry_after):
     sub = cloud.new_subscription()
     with cloud.http(sub) as c:
         subnet = make_network(c, sub)
@@ -264,7 +269,9 @@ def test_delete_is_a_long_running_operation(cloud):
         r = c.delete(hsm_url(sub, "hsm-rg", "lro1"), params={"api-version": HSM_API})
         assert r.status_code == 202
         assert "/providers/Microsoft.HardwareSecurityModules/locations/eastus/operationResults/" in r.headers["location"]
-        assert int(r.headers["retry-after"]) >= 1
+        status_url = r.headers["azure-asyncoperation"]
+        assert status_url == r.headers["location"].replace("/operationResults/", "/operationStatuses/")
+        assert r.headers["retry-after"] == str(retry_after)
         statuses = []
         for _ in range(600):
             p = c.get(r.headers["location"])
@@ -275,6 +282,8 @@ def test_delete_is_a_long_running_operation(cloud):
         assert statuses[-1] == 200 and set(statuses) <= {200, 202}
         # Done: the result stays readable, and deleting again is a no-op.
         assert c.get(r.headers["location"]).status_code == 200
+        done = c.get(status_url)
+        assert done.json()["status"] == "Succeeded" and "retry-after" not in done.headers
         assert c.delete(hsm_url(sub, "hsm-rg", "lro1"), params={"api-version": HSM_API}).status_code == 204
 
 
@@ -291,7 +300,7 @@ def test_full_subnet_fails_the_deployment_cleanly(cloud):
         assert r.status_code == 201, r.text
         tiny = f"{base}/subnets/tiny"
         for i in range(4):  # a /29 has 3 usable addresses
-            assert put_hsm(c, sub, "hsm-rg", f"tiny{i}", hsm_body(tiny, location="westus")).status_code == 200
+            assert put_hsm(c, sub, "hsm-rg", f"tiny{i}", hsm_body(tiny, location="westus")).status_code == 201
         states = [wait_terminal(c, sub, "hsm-rg", f"tiny{i}")["properties"] for i in range(4)]
         assert [p["provisioningState"] for p in states].count("Succeeded") == 3, [p.get("error") for p in states]
         failed = next(p for p in states if p["provisioningState"] == "Failed")
@@ -314,6 +323,38 @@ def test_changes_that_would_move_a_deployed_hsm_are_refused(cloud):
         # The same body with new tags is an update.
         r = put_hsm(c, sub, "hsm-rg", "fixed1", hsm_body(subnet, ip="10.2.1.40", tags={"a": "2"}))
         assert r.status_code == 200 and r.json()["tags"] == {"a": "2"}
+
+
+def test_failed_hsm_takes_a_corrected_put(cloud):
+    sub = cloud.new_subscription()
+    with cloud.http(sub) as c:
+        no_gateway = make_network(c, sub, location="westus", vnet="first-vnet", prefix="10.11", gateway=False)
+        put_hsm(c, sub, "hsm-rg", "fix1", hsm_body(no_gateway, location="westus", sku=PAY, ip="10.11.1.7"))
+        assert wait_terminal(c, sub, "hsm-rg", "fix1")["properties"]["error"]["code"] == "GatewayNotFound"
+        subnet = make_network(c, sub, location="westus", prefix="10.12")
+        corrected = hsm_body(subnet, location="westus", sku="payShield10K_LMK2_CPS250", ip="10.12.1.9",
+                             stamp="stamp2")
+        # Moving it to another region, or making it another kind of HSM, still needs a new resource.
+        for field, body in (("location", dict(corrected, location="eastus")),
+                            ("sku.name", dict(corrected, sku={"name": "SafeNet Luna Network HSM A790"}))):
+            r = put_hsm(c, sub, "hsm-rg", "fix1", body)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "PropertyChangeNotAllowed", r.text
+            assert r.json()["error"]["target"] == field and "create a new one" in r.json()["error"]["message"]
+        r = put_hsm(c, sub, "hsm-rg", "fix1", dict(corrected, properties=dict(corrected["properties"],
+                                                                              stampId="stamp9")))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidStampId"
+        unchanged = c.get(hsm_url(sub, "hsm-rg", "fix1"), params={"api-version": HSM_API}).json()
+        assert unchanged["sku"]["name"] == PAY and unchanged["properties"]["error"]["code"] == "GatewayNotFound"
+
+        # The rerun with another subnet, address, stamp and SKU of the same kind goes through.
+        r = put_hsm(c, sub, "hsm-rg", "fix1", corrected)
+        assert r.status_code == 200 and "azure-asyncoperation" in r.headers, r.text
+        done = wait_terminal(c, sub, "hsm-rg", "fix1")
+        assert done["properties"]["provisioningState"] == "Succeeded", done["properties"]
+        assert done["sku"]["name"] == "payShield10K_LMK2_CPS250"
+        assert done["properties"]["stampId"] == "stamp2"
+        assert done["properties"]["networkProfile"]["subnet"]["resourceId"] == subnet
+        assert done["properties"]["networkProfile"]["networkInterfaces"][0]["privateIpAddress"] == "10.12.1.9"
 
 
 def test_delete_during_create_is_refused_until_it_finishes(cloud):

@@ -36,7 +36,7 @@ def test_create_ssh_zeroize_delete_returns_device_pristine(cloud):
 
     ep = endpoints(cloud, sub, "hsm-rg", "hsm1")
     assert ep["address"].startswith("127.") and ep["address"] != "10.2.1.5"
-    appliance_ssh.take_ownership(ep["address"], ep["ports"]["ssh"])
+    appliance_ssh.take_ownership(ep)
 
     # Initialized, not zeroized: deletion is refused and names the fix.
     with pytest.raises(HttpResponseError) as err:

@@ -11,12 +11,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hsmcloud.private_files import private_dir, private_sqlite
+
 
 def connect(state_dir: Path, name: str, *pragmas: str) -> tuple[Path, sqlite3.Connection]:
-    """Open (creating on first use) an appliance's database in WAL mode, plus its own pragmas."""
-    state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / name
+    """Open (creating on first use) an appliance's database in WAL mode, plus its own pragmas.
+
+    The directory is 0700 and the database with its -wal/-shm files 0600: they hold the SSH host
+    key, password hashes and sealed key material."""
+    state_dir = private_dir(Path(state_dir))
+    path = private_sqlite(state_dir / name)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         for pragma in ("journal_mode=WAL", *pragmas):

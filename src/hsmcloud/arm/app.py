@@ -8,7 +8,7 @@ import logging
 from fastapi import FastAPI
 
 from hsmcloud import __version__
-from hsmcloud.arm import errors, routes_hsm, routes_network, routes_operator, routes_resources
+from hsmcloud.arm import errors, openapi, routes_hsm, routes_network, routes_operator, routes_resources
 from hsmcloud.arm.paths import CanonicalPathMiddleware
 from hsmcloud.service import Services
 
@@ -46,5 +46,6 @@ def create_app(services: Services) -> FastAPI:
         """Liveness, and the trivial endpoint benchmarks compare against."""
         return {"status": "ok"}
 
+    openapi.install(app)
     app.add_middleware(CanonicalPathMiddleware)
     return app

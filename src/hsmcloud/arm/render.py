@@ -4,8 +4,8 @@ from __future__ import annotations
 from hsmcloud import resource_ids as ids
 from hsmcloud.arm.api_versions import has_system_data, uses_resource_id
 from hsmcloud.network.service import NetworkService
-from hsmcloud.store.models import (DedicatedHsm, NetworkInterface, ResourceGroup, Subnet, VirtualNetwork,
-                                   VirtualNetworkGateway)
+from hsmcloud.store.models import (DedicatedHsm, NetworkInterface, Operation, ResourceGroup, Subnet,
+                                   VirtualNetwork, VirtualNetworkGateway)
 
 
 def _ts(dt) -> str:
@@ -52,6 +52,27 @@ def hsm(h: DedicatedHsm, *, nics: list[NetworkInterface], stamp: str | None, api
                               "lastModifiedBy": h.modified_by, "lastModifiedByType": "User",
                               "lastModifiedAt": _ts(h.modified_at)}
     return body
+
+
+def arm_error(error: dict) -> dict:
+    """An error as ARM's ErrorDetail: code, message, target (when known) and details."""
+    out = {"code": error.get("code"), "message": error.get("message")}
+    if error.get("target"):
+        out["target"] = error["target"]
+    out["details"] = error.get("details") or []
+    return out
+
+
+def operation_status(op: Operation) -> dict:
+    """The Azure-AsyncOperation status resource of an operation."""
+    out = {"id": ids.operation_status_id(op.subscription_id, op.location, op.id), "name": op.id,
+           "status": op.status, "startTime": op.created_at.isoformat()}
+    if op.status != "InProgress":
+        out["endTime"] = op.updated_at.isoformat()
+    if op.error:
+        out["error"] = arm_error(op.error)
+    out["properties"] = {"kind": op.kind, "step": op.step}
+    return out
 
 
 def group(g: ResourceGroup) -> dict:

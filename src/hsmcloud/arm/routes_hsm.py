@@ -13,7 +13,7 @@ from hsmcloud.arm import render
 from hsmcloud.arm.api_versions import require_api_version
 from hsmcloud.arm.auth import for_subscription, principal_of
 from hsmcloud.arm.paging import page
-from hsmcloud.controlplane.operations import get_operation, in_progress_for, operation_json
+from hsmcloud.controlplane.operations import get_operation, in_progress_for
 from hsmcloud.errors import Conflict, InvalidRequest, ServiceUnavailable
 from hsmcloud.controlplane.hsms import validate_name
 from hsmcloud.controlplane.scope import require_group
@@ -68,12 +68,16 @@ async def create_or_update(request: Request, subscription_id: str, rg: str, name
 
     def work():
         with svc.store.session() as s:
-            h, _created = svc.hsms.create_or_update(s, principal, sub, rg, name, body, version)
-            return render_hsm(svc, s, h, version)
+            h, op, created = svc.hsms.create_or_update(s, principal, sub, rg, name, body, version)
+            headers = async_operation_headers(request, svc, sub, op.location, op.id, version) if op else {}
+            return render_hsm(svc, s, h, version), created, headers
 
-    out = await run_in_threadpool(work)
-    svc.lifecycle.wake()
-    return JSONResponse(out, status_code=200)
+    out, created, headers = await run_in_threadpool(work)
+    if headers:
+        svc.lifecycle.wake()
+    # ARM's asynchronous PUT: 201 for a new resource, 200 for an existing one (its retry or update);
+    # Azure-AsyncOperation names the operation whenever one was started.
+    return JSONResponse(out, status_code=201 if created else 200, headers=headers)
 
 
 @router.get(RG_PATH + "/dedicatedHSMs/{name}")
@@ -121,10 +125,21 @@ def device_reports(svc, serial: str | None) -> tuple[bool | None, bool | None]:
     return bool(health.get("zeroized")), None
 
 
-def operation_location(request: Request, sub: str, location: str, op_id: str, version: str) -> str:
+def operation_location(request: Request, sub: str, location: str, op_id: str, version: str,
+                       kind: str = "operationResults") -> str:
     base = str(request.base_url).rstrip("/")
-    return (f"{base}/subscriptions/{sub}/providers/{NS}/locations/{location}/operationResults/{op_id}"
-            f"?api-version={version}")
+    return f"{base}/subscriptions/{sub}/providers/{NS}/locations/{location}/{kind}/{op_id}?api-version={version}"
+
+
+def async_operation_headers(request: Request, svc, sub: str, location: str, op_id: str, version: str,
+                            *, with_location: bool = False) -> dict:
+    """Where clients poll an operation: Azure-AsyncOperation (its status), optionally Location (its result)."""
+    headers = {"Azure-AsyncOperation": operation_location(request, sub, location, op_id, version,
+                                                          "operationStatuses"),
+               "Retry-After": str(svc.settings.retry_after_seconds)}
+    if with_location:
+        headers["Location"] = operation_location(request, sub, location, op_id, version)
+    return headers
 
 
 @router.delete(RG_PATH + "/dedicatedHSMs/{name}")
@@ -140,9 +155,8 @@ def delete(request: Request, subscription_id: str, rg: str, name: str):
             return Response(status_code=204)
         running = in_progress_for(s, h.id)
         if running is not None and running.kind == "hsm.delete":
-            loc = operation_location(request, sub, running.location, running.id, version)
-            return Response(status_code=202, headers={"Location": loc,
-                                                      "Retry-After": str(svc.settings.retry_after_seconds)})
+            return Response(status_code=202, headers=async_operation_headers(
+                request, svc, sub, running.location, running.id, version, with_location=True))
         if running is not None:
             raise Conflict(f"Dedicated HSM '{h.name}' is {h.provisioning_state}: wait for the running operation to "
                            "finish before deleting it.", code="AnotherOperationInProgress")
@@ -153,9 +167,9 @@ def delete(request: Request, subscription_id: str, rg: str, name: str):
         if h is None:
             return Response(status_code=204)
         op = svc.hsms.begin_delete(s, principal, h, zeroized=zeroized, released=released)
-        loc = operation_location(request, sub, op.location, op.id, version)
+        headers = async_operation_headers(request, svc, sub, op.location, op.id, version, with_location=True)
     svc.lifecycle.wake()
-    return Response(status_code=202, headers={"Location": loc, "Retry-After": str(svc.settings.retry_after_seconds)})
+    return Response(status_code=202, headers=headers)
 
 
 @router.get(RG_PATH + "/dedicatedHSMs")
@@ -192,7 +206,7 @@ def outbound_endpoints(request: Request, subscription_id: str, rg: str, name: st
 
 @router.get(RG_PATH + "/dedicatedHSMs/{name}/endpoints")
 def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: str):
-    """hsmcloud extension: where the HSM's virtual private IP is reachable on this machine."""
+    """hsmcloud extension: where the HSM's virtual private IP is reachable on this machine (tenant only)."""
     api_version(request)
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
@@ -207,12 +221,30 @@ def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: s
                "privateIpAddresses": [n.private_ip for n in nics]}
         if d.kind == "luna":
             out["ports"] = {"ssh": d.ssh_port}
+            # Good for the first login only, which forces the tenant to change it.
+            out["initialAdminPassword"] = svc.credentials.initial_admin_password(h)
         else:
-            # HOST1/HOST2 for payment applications; the management port and the tenant's credential
-            # for it stand in for payShield Manager on the management NIC.
+            # HOST1/HOST2 for payment applications; the management port stands in for payShield
+            # Manager on the management NIC. Its credential is the tenant's: claimed with
+            # POST .../managementCredential, never kept or shown here.
             out["ports"] = {"host1": d.host1_port, "host2": d.host2_port, "management": d.mgmt_port}
-            out["managementToken"] = d.tenant_token
-        return out
+            issued = d.tenant_credential_issued_at
+            out["managementCredentialIssuedAt"] = issued.isoformat() if issued else None
+    return JSONResponse(out, headers={"Cache-Control": "no-store"})
+
+
+@router.post(RG_PATH + "/dedicatedHSMs/{name}/managementCredential")
+async def issue_management_credential(request: Request, subscription_id: str, rg: str, name: str):
+    """hsmcloud extension: the tenant claims its payment HSM's management credential, once."""
+    api_version(request)
+    principal, sub = for_subscription(request, subscription_id)
+    body = await json_body(request) if await request.body() else {}
+    if not isinstance(body, dict) or set(body) - {"tokenSha256"}:
+        raise InvalidRequest("Send no body (a token is made for you and shown once), or {\"tokenSha256\": "
+                             "\"<SHA-256 of your own token, 64 hex digits>\"}.", code="InvalidRequestContent")
+    out = await services(request).credentials.issue_management_credential(principal, sub, rg, name,
+                                                                         body.get("tokenSha256"))
+    return JSONResponse(out, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/providers/Microsoft.HardwareSecurityModules/operations")
@@ -271,4 +303,9 @@ def operation_status(request: Request, subscription_id: str, location: str, op_i
     _, sub = for_subscription(request, subscription_id)
     svc = services(request)
     with svc.store.session() as s:
-        return operation_json(get_operation(s, sub, op_id))
+        out = render.operation_status(get_operation(s, sub, op_id))
+    headers = {}
+    if out["status"] == "InProgress":
+        # Clients wait Retry-After between polls (without it the SDK waits 30 s).
+        headers["Retry-After"] = str(svc.settings.retry_after_seconds)
+    return JSONResponse(out, headers=headers)

@@ -1,19 +1,20 @@
 """The provider's operator surface (REST under /operator), for platform teams."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from hsmcloud.arm.auth import operator
-from hsmcloud.arm.routes_hsm import json_body, operation_location, services
+from hsmcloud.arm.routes_hsm import json_body, services
 from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import fleet_view, subscriptions
 from hsmcloud.controlplane.hsms import live_key, validate_name
-from hsmcloud.controlplane.scope import require_region, utcnow
+from hsmcloud.controlplane.operations import operation_json
+from hsmcloud.controlplane.scope import check_group_name, require_region, utcnow
 from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.identity.tokens import normalize_subscription_id
-from hsmcloud.store.models import DedicatedHsm, Device, Event, Subscription
+from hsmcloud.store.models import DedicatedHsm, Device, Event, Operation, Subscription
 
 router = APIRouter(prefix="/operator")
 
@@ -141,6 +142,7 @@ def force_delete(request: Request, sub: str, rg: str, name: str):
     """Set the force-delete flag and reclaim the device out of band (works on orphans too)."""
     who = operator(request)
     sub = normalize_subscription_id(sub)
+    check_group_name(rg)
     validate_name(name)
     svc = services(request)
     with svc.store.session() as s:
@@ -151,10 +153,34 @@ def force_delete(request: Request, sub: str, rg: str, name: str):
         h.modified_at = utcnow()
         subscriptions.record(s, who.name, "hsm.force-delete", arm_id(h))
         op = svc.hsms.begin_delete(s, who, h, zeroized=None)
-        out = {"operationId": op.id, "hsm": fleet_view.hsm_summary(h),
-               "location": operation_location(request, sub, op.location, op.id, "2025-03-31")}
+        out = {"operationId": op.id, "hsm": fleet_view.hsm_summary(h), "location": _operation_url(request, op.id)}
     svc.lifecycle.wake()
     return JSONResponse(out, status_code=202)
+
+
+def _operation_url(request: Request, op_id: str) -> str:
+    # Operators follow their operations here: the tenant's operationResults route is the tenant's.
+    return f"{str(request.base_url).rstrip('/')}/operator/operations/{op_id}"
+
+
+@router.get("/operations/{op_id}")
+def operation(request: Request, op_id: str):
+    """An operation an operator started (force delete): 202 while it runs, then its outcome."""
+    operator(request)
+    svc = services(request)
+    with svc.store.session() as s:
+        op = s.get(Operation, op_id)
+        if op is None:
+            raise NotFound(f"Operation '{op_id}' was not found.", code="OperationNotFound")
+        out = operation_json(op)
+    if out["status"] == "InProgress":
+        return Response(status_code=202, headers={"Location": _operation_url(request, op_id),
+                                                  "Retry-After": str(svc.settings.retry_after_seconds)})
+    if out["status"] == "Failed":
+        err = out.get("error") or {"code": "OperationFailed", "message": "The operation failed."}
+        return JSONResponse({"error": {"code": err.get("code"), "message": err.get("message"),
+                                       "details": err.get("details", [])}}, status_code=409)
+    return out
 
 
 def _payment_device(svc, serial: str):

@@ -8,11 +8,11 @@ from starlette.concurrency import run_in_threadpool
 
 from hsmcloud import resource_ids as ids
 from hsmcloud.arm import render
-from hsmcloud.arm.api_versions import require_api_version
+from hsmcloud.arm.api_versions import HSM_API_VERSIONS, require_api_version
 from hsmcloud.arm.auth import for_subscription
 from hsmcloud.arm.paging import page
 from hsmcloud.arm.routes_hsm import json_body, services
-from hsmcloud.controlplane import groups, subscriptions
+from hsmcloud.controlplane import groups, quota, subscriptions
 from hsmcloud.controlplane.operations import get_operation, new_operation
 from hsmcloud.controlplane.scope import find_group, key, require_group, require_region, utcnow
 from hsmcloud.errors import InvalidRequest
@@ -187,8 +187,15 @@ def _visible(request: Request, items: list[dict]) -> list[dict]:
 Q = "/subscriptions/{subscription_id}/providers/Microsoft.HardwareSecurityModules/locations/{location}"
 
 
-def _hsm_version(request: Request) -> str:
-    return require_api_version(request.query_params.get("api-version"), ids.HSM_PROVIDER)
+def _hsm_version(request: Request) -> str | None:
+    """The quota routes are hsmcloud's own: api-version is optional, but one that is given must be valid."""
+    value = request.query_params.get("api-version")
+    if value is None:
+        return None
+    if not value:
+        raise InvalidRequest(f"api-version is empty: omit it on this route, or give one of "
+                             f"{', '.join(HSM_API_VERSIONS)}.", code="InvalidApiVersionParameter")
+    return require_api_version(value, ids.HSM_PROVIDER)
 
 
 @router.get(Q + "/quota")
@@ -199,9 +206,7 @@ def get_quota(request: Request, subscription_id: str, location: str):
     with svc.store.session() as s:
         location = require_region(s, location)
         per_region, per_stamp = subscriptions.quota_for(s, sub, location)
-        used = len([h for h in s.scalars(select(DedicatedHsm).where(
-            DedicatedHsm.subscription_id == sub, DedicatedHsm.location == location,
-            DedicatedHsm.live_key.is_not(None)))])
+        used = quota.used(s, sub, location)
         row = s.get(Subscription, sub)
         allowlisted = bool(row and row.allowlisted)
     return {"subscriptionId": sub, "region": location, "perRegion": per_region, "perStamp": per_stamp,

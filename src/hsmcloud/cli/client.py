@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -37,6 +37,23 @@ class CliError(Exception):
         self.message = message
         self.status = status
         self.body = body
+
+
+def arm_path(*segments: str) -> str:
+    """`/seg/seg/...` with every segment percent-encoded: the one place a request path is built.
+
+    A user's value (a group named 'rg?x=1', a name with '/' or control characters) thus stays one
+    path segment and reaches the service as given, to be accepted or refused there."""
+    parts = []
+    for segment in segments:
+        segment = str(segment)
+        if not segment:
+            raise CliError("InvalidArgument", "An empty name or id cannot be part of a request: give a value.")
+        encoded = quote(segment, safe="")
+        if segment in (".", ".."):
+            encoded = segment.replace(".", "%2E")  # would be resolved away as a relative path otherwise
+        parts.append(encoded)
+    return "/" + "/".join(parts)
 
 
 def default_state_dir() -> Path:
@@ -257,22 +274,19 @@ class Client:
         return self.subscription
 
     def group_path(self, rg: str) -> str:
-        return ids.group_id(self.sub, rg)
+        return arm_path("subscriptions", self.sub, "resourceGroups", rg)
 
     def network_path(self, rg: str, kind: str, name: str | None = None) -> str:
-        if name:
-            return ids.network_id(self.sub, rg, kind, name)
-        return f"{ids.group_id(self.sub, rg)}/providers/{ids.NETWORK_PROVIDER}/{kind}"
+        """One network resource of a kind (virtualNetworks, virtualNetworkGateways), or all of a group."""
+        return self.group_path(rg) + arm_path("providers", ids.NETWORK_PROVIDER, kind, *([name] if name else []))
 
     def hsm_path(self, rg: str | None, name: str | None = None) -> str:
         """One HSM, the HSMs of a group, or (rg None) the HSMs of the subscription."""
-        if rg is not None and name:
-            return ids.hsm_id(self.sub, rg, name)
-        scope = ids.group_id(self.sub, rg) if rg is not None else f"/subscriptions/{self.sub}"
-        return f"{scope}/providers/{ids.HSM_PROVIDER}/{ids.HSM_TYPE}"
+        scope = self.group_path(rg) if rg is not None else arm_path("subscriptions", self.sub)
+        return scope + arm_path("providers", ids.HSM_PROVIDER, ids.HSM_TYPE, *([name] if name is not None else []))
 
     def location_path(self, region: str) -> str:
-        return f"/subscriptions/{self.sub}/providers/{ids.HSM_PROVIDER}/locations/{region}"
+        return arm_path("subscriptions", self.sub, "providers", ids.HSM_PROVIDER, "locations", region)
 
     # ---- requests ---------------------------------------------------------------------------
     def _local(self, url: str) -> str:

@@ -328,7 +328,7 @@ def wait(cx: Ctx, name: Name, resource_group: Group,
 
 @service_command(app, "endpoints")
 def endpoints(cx: Ctx, name: Name, resource_group: Group):
-    """Where the HSM's appliance is reachable on this machine (its loopback address and SSH port)."""
+    """Where the HSM's appliance is reachable on this machine (its loopback address, SSH port, first-login password)."""
     client = cx.client
     data = client.get(client.hsm_path(resource_group, name) + "/endpoints", params={"api-version": HSM_API})
 
@@ -339,10 +339,17 @@ def endpoints(cx: Ctx, name: Name, resource_group: Group):
                  ("private IP", ", ".join(d.get("privateIpAddresses") or [])), ("address", address)]
         for proto, port in ports.items():
             pairs.append((f"{proto} port", port))
+        if d.get("kind") == "payshield":
+            issued = d.get("managementCredentialIssuedAt")
+            pairs.append(("management credential", f"issued {issued}" if issued else
+                          "not claimed yet (the first 'hsmcloud payshield' command claims it)"))
         cx.out.fields(pairs)
         if ports.get("ssh"):
             cx.out.print(Text.assemble(("\nssh -p ", "bold"), (str(ports["ssh"]), "bold"),
                                        (f" admin@{address}", "bold")))
+            if d.get("initialAdminPassword"):
+                cx.out.print(Text.assemble("initial admin password: ", (d["initialAdminPassword"], "bold"),
+                                           "  (first login only: you must change it then)"))
         elif not ports:
             cx.out.print("(this appliance kind has no shell endpoint)")
     cx.out.result(data, human)

@@ -3,17 +3,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import shlex
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
 
+from hsmcloud.cli.client import default_state_dir
+from hsmcloud.cli.output import Output
 from hsmcloud.config import DEFAULT_PORT, DEFAULT_REGIONS, DEFAULT_STATE_DIR, Settings
 
 app = typer.Typer(help="hsmcloud: dedicated HSMs (Luna and payShield class) as a local cloud service.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(soft_wrap=True)
+# Longest lifetime 'hsmcloud token --hours' gives a token (a year).
+MAX_TOKEN_HOURS = 8760
 
 
 @app.command()
@@ -41,37 +47,35 @@ def up(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run the whole service on 127.0.0.1: ARM endpoint, provisioning worker and appliances."""
+    from hsmcloud import logredact
+    from hsmcloud.errors import HsmCloudError
+    from hsmcloud.listener import listen
     from hsmcloud.server import build_server, write_endpoint
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(state_dir=state_dir.expanduser(), port=port, tls=not http, database_url=database_url,
+    logredact.configure(logging.INFO if verbose else logging.WARNING)
+    state_dir = state_dir.expanduser().absolute()
+    settings = Settings(state_dir=state_dir, port=port, tls=not http, database_url=database_url,
                         regions=tuple(region), gateway_provision_seconds=gateway_seconds,
                         step_delay_seconds=step_delay, retry_after_seconds=retry_after,
                         device_ssh_port=device_ssh_port, device_host_port=device_host_port,
                         run_worker=not no_worker)
     if share_loopback is not None:
         settings.loopback_share_single = share_loopback
-    if port:
-        import socket
-
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((settings.host, port))
-        except OSError as exc:
-            console.print(f"[red]error:[/] cannot listen on {settings.host}:{port} ({exc.strerror}). Another "
-                          "hsmcloud may be running there: stop it, or pick another port with --port.")
-            raise typer.Exit(1)
-        finally:
-            probe.close()
+    # The port first: a conflict is reported before anything is created or started.
+    try:
+        sock = listen(settings.host, port, state_dir=state_dir)
+    except HsmCloudError as exc:
+        _fail(exc.code, exc.message)
     try:
         server, endpoint = build_server(settings)
     except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
-        console.print(f"[red]error:[/] hsmcloud could not start: {exc.__class__.__name__}: {exc}")
-        raise typer.Exit(1)
+        sock.close()
+        _fail("StartFailed", f"hsmcloud could not start: {exc.__class__.__name__}: {exc}")
+    # Hints that work as pasted: name the state directory unless the commands find it by default.
+    where = "" if state_dir == default_state_dir().absolute() else f" --state-dir {shlex.quote(str(state_dir))}"
 
     async def serve():
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:
@@ -80,11 +84,14 @@ def up(
             url = endpoint.url.rsplit(":", 1)[0] + f":{bound}"
             console.print(f"[bold green]hsmcloud is up[/] at [bold]{url}[/]")
             if endpoint.ca_path:
-                console.print(f"  CA certificate: {endpoint.ca_path}  (REQUESTS_CA_BUNDLE={endpoint.ca_path})")
-            console.print(f"  store: {settings.resolved_database_url.split('@')[-1]}")
-            console.print(f"  regions: {', '.join(settings.regions)}")
-            console.print("  token:  hsmcloud token --subscription <uuid>   (operators: hsmcloud token --operator)")
-            console.print("  first:  hsmcloud operator allowlist <uuid>")
+                console.print(f"  CA certificate: {endpoint.ca_path}  (REQUESTS_CA_BUNDLE={endpoint.ca_path})",
+                              markup=False)
+            # Paths as they are: a '[' in a directory name is not rich markup.
+            console.print(f"  store: {settings.resolved_database_url.split('@')[-1]}", markup=False)
+            console.print(f"  regions: {', '.join(settings.regions)}", markup=False)
+            console.print(f"  token:  hsmcloud token --subscription <uuid>{where}   "
+                          f"(operators: hsmcloud token --operator{where})", markup=False)
+            console.print(f"  first:  hsmcloud operator allowlist <uuid>{where}", markup=False)
             console.print("Ctrl-C stops it; a restart keeps every resource.")
         await task
 
@@ -92,17 +99,22 @@ def up(
         asyncio.run(serve())
     except SystemExit as exc:
         if exc.code not in (0, None):
-            console.print("[red]error:[/] hsmcloud stopped during start-up (see the message above).")
-            raise typer.Exit(1)
+            _fail("StartFailed", "hsmcloud stopped during start-up (see the message above).")
     except KeyboardInterrupt:
         pass
+
+
+def _fail(code: str, message: str) -> NoReturn:
+    """The CLI's one error line, `error: <code>: <message>`, and exit code 1."""
+    Output.error(code, message)
+    raise typer.Exit(1)
 
 
 @app.command()
 def token(
     subscription: Optional[str] = typer.Option(None, "--subscription", help="Subscription id (a GUID)."),
     operator: bool = typer.Option(False, "--operator", help="An operator token instead."),
-    hours: float = typer.Option(24.0, "--hours", help="Lifetime in hours."),
+    hours: float = typer.Option(24.0, "--hours", help=f"Lifetime in hours (more than 0, at most {MAX_TOKEN_HOURS})."),
     state_dir: Path = typer.Option(DEFAULT_STATE_DIR, "--state-dir"),
 ):
     """Print a bearer token for the ARM endpoint."""
@@ -112,19 +124,22 @@ def token(
     from hsmcloud.identity.tokens import TokenAuthority
 
     if operator == (subscription is not None):
-        console.print("[red]error:[/] give exactly one of --subscription <uuid> or --operator")
-        raise typer.Exit(2)
+        _fail("InvalidArgument", "Give exactly one of --subscription <uuid> or --operator.")
+    if not (math.isfinite(hours) and 0 < hours <= MAX_TOKEN_HOURS):
+        _fail("InvalidArgument", f"--hours takes a lifetime of more than 0 and at most {MAX_TOKEN_HOURS} hours "
+                                 f"(a year), not {hours:g}.")
     state_dir = state_dir.expanduser()
     if not TokenAuthority.key_file(state_dir).exists():
-        console.print(f"[red]error:[/] {state_dir} has no token signing key: start the service there first "
-                      "('hsmcloud up --state-dir ...') or point --state-dir at its state directory.")
-        raise typer.Exit(2)
+        _fail("NoSigningKey", f"{state_dir} has no token signing key: start the service there first "
+                              f"('hsmcloud up --state-dir {shlex.quote(str(state_dir))}') or point --state-dir at "
+                              "its state directory.")
     try:
         tok = TokenAuthority(state_dir).issue(subscription_id=subscription, operator=operator,
-                                                           lifetime=timedelta(hours=hours))
+                                              lifetime=timedelta(hours=hours))
     except HsmCloudError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
-        raise typer.Exit(2)
+        _fail(exc.code, exc.message)
+    except (OSError, ValueError) as exc:
+        _fail("NoSigningKey", f"Cannot use the token signing key in {state_dir}: {exc}.")
     print(tok)
 
 

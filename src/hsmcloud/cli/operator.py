@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from hsmcloud.cli.client import normalize_subscription, poll_interval
+from hsmcloud.cli.client import arm_path, normalize_subscription, poll_interval
 from hsmcloud.cli.common import Ctx, service_command
 from hsmcloud.cli.output import bar, styled_state
 from hsmcloud.cli.quota import REQUEST_COLUMNS, request_row
@@ -33,7 +33,7 @@ def allowlist(cx: Ctx, subscription: SubArg,
               remove: Annotated[bool, typer.Option("--remove", help="Withdraw the approval.")] = False):
     """Approve a subscription for dedicated HSMs (or withdraw it with --remove)."""
     sub = normalize_subscription(subscription)
-    r = cx.client.put(f"/operator/subscriptions/{sub}/allowlist", {"allowlisted": not remove})
+    r = cx.client.put(arm_path("operator", "subscriptions", sub, "allowlist"), {"allowlisted": not remove})
     cx.out.result(r, lambda d: cx.out.print(
         f"Subscription {d.get('subscriptionId')} is {'now' if d.get('allowlisted') else 'no longer'} allowlisted "
         "for dedicated HSMs."))
@@ -58,7 +58,7 @@ def quota(cx: Ctx, subscription: SubArg,
                                                            help="New per-stamp limit.")] = None):
     """Show a subscription's quota in a region, or set it with --per-region/--per-stamp."""
     sub = normalize_subscription(subscription)
-    path = f"/operator/subscriptions/{sub}/quotas/{region}"
+    path = arm_path("operator", "subscriptions", sub, "quotas", region)
     if per_region is None and per_stamp is None:
         q = cx.client.get(path)
     else:
@@ -86,7 +86,7 @@ def quota_requests(cx: Ctx,
 
 
 def _decide(cx: Ctx, request_id: str, decision: str) -> None:
-    r = cx.client.post(f"/operator/quotaRequests/{request_id}/{decision}")
+    r = cx.client.post(arm_path("operator", "quotaRequests", request_id, decision))
     cx.out.result(r, lambda d: cx.out.print(
         f"Quota request {d.get('id')} {str(d.get('status')).lower()}: {d.get('perRegion')} per region, "
         f"{d.get('perStamp')} per stamp in {d.get('region')} for {d.get('subscriptionId')}."))
@@ -151,7 +151,7 @@ def licence(cx: Ctx, serial: SerialArg,
                                                help="Lift the calls-per-second limit (benchmarks) or restore it.")]
             = True):
     """Lift or restore an allocated payment device's calls-per-second licence limit."""
-    r = cx.client.put(f"/operator/devices/{serial}/licence", {"cpsLimitLifted": lift})
+    r = cx.client.put(arm_path("operator", "devices", serial, "licence"), {"cpsLimitLifted": lift})
     cx.out.result(r, lambda d: cx.out.print(
         f"Device {serial}: calls-per-second limit {'lifted' if lift else 'restored'}."))
 
@@ -161,7 +161,7 @@ def firmware(cx: Ctx, serial: SerialArg,
              version: Annotated[str, typer.Option("--version", help="Firmware to install, e.g. '1.4a 1.8.3'.",
                                                   show_default=False)]):
     """Patch an unallocated payment device's firmware (versions below 1.4a 1.8.3 are refused)."""
-    r = cx.client.post(f"/operator/devices/{serial}/firmware", {"version": version})
+    r = cx.client.post(arm_path("operator", "devices", serial, "firmware"), {"version": version})
     cx.out.result(r, lambda d: cx.out.print(f"Device {serial} now runs firmware {d.get('firmware')}."))
 
 
@@ -190,7 +190,8 @@ def force_delete(cx: Ctx,
     """Set the force-delete flag and reclaim the HSM's device out of band (all content cleared; orphans too)."""
     sub = normalize_subscription(subscription)
     client = cx.client
-    r = client.post(f"/operator/subscriptions/{sub}/resourceGroups/{resource_group}/dedicatedHSMs/{name}/forceDelete")
+    r = client.post(arm_path("operator", "subscriptions", sub, "resourceGroups", resource_group, "dedicatedHSMs", name,
+                             "forceDelete"))
     location = (r or {}).get("location")
     status = "Accepted"
     if location and not no_wait:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -32,6 +33,18 @@ def _stderr_console() -> Console:
     if not console.is_terminal:
         console = Console(file=sys.stderr, highlight=False, width=200, no_color=True)
     return console
+
+
+def visible(text: str) -> str:
+    """Control and format characters (a name given as $'\\x01', a terminal escape, a bidi override) as
+    \\xNN / \\uNNNN, so that what the user gave reads back as it was and never acts on the terminal."""
+    out = []
+    for ch in text:
+        if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cf"):
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def styled_state(state: str | None) -> Text:
@@ -96,7 +109,7 @@ class Output:
 
     @staticmethod
     def error(code: str, message: str) -> None:
-        line = " ".join(f"error: {code}: {message}".split())
+        line = " ".join(visible(f"error: {code}: {message}").split())
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
 

@@ -3,11 +3,13 @@
 Admin cards are local files (`card new`); everything else goes to the appliance's management REST
 API, found through the service (`hsmcloud hsm endpoints`): LMKs from admin cards, the authorised
 state, keys from clear components (key-loading device) and back (trusted management device),
-host settings, logs and release."""
+host settings, TLS on the host ports (`host-tls`), logs and release. The management credential is the tenant's own (`credential`):
+claimed on first use and kept in $HSMCLOUD_CLIENT_HOME, never by the service."""
 from __future__ import annotations
 
 import functools
 import inspect
+import subprocess
 import sys
 import typing
 from pathlib import Path
@@ -19,7 +21,9 @@ from rich.text import Text
 from hsmcloud.cli.client import CliError
 from hsmcloud.cli.common import Ctx, confirm, run_guarded, service_command
 from hsmcloud.cli.output import Output
-from hsmcloud.cli.payshield_client import Management, connect
+from hsmcloud.cli.credentials import CredentialStore, SavedCredential
+from hsmcloud.cli.payshield_client import Management, claim, connect, endpoints, management_for, rotate, \
+    saved_credential
 
 app = typer.Typer(help="Payment HSMs (payShield 10K): admin cards, LMKs, authorised state, keys, settings, logs, "
                        "release.", no_args_is_help=True)
@@ -27,9 +31,13 @@ card_app = typer.Typer(help="Admin cards: files holding one LMK component each, 
                        no_args_is_help=True)
 lmk_app = typer.Typer(help="Local Master Keys: form one from admin cards, list them.", no_args_is_help=True)
 key_app = typer.Typer(help="Keys from clear components and back to components.", no_args_is_help=True)
+credential_app = typer.Typer(help="Your management credential for the payment HSM: claimed once, kept in "
+                                  "$HSMCLOUD_CLIENT_HOME (default ~/.hsmcloud-client), never by the provider.",
+                             no_args_is_help=True)
 app.add_typer(card_app, name="card")
 app.add_typer(lmk_app, name="lmk")
 app.add_typer(key_app, name="key")
+app.add_typer(credential_app, name="credential")
 
 Name = Annotated[str, typer.Option("--name", "-n", help="Name of the payment HSM.", show_default=False)]
 Group = Annotated[str, typer.Option("--resource-group", "-g", help="Resource group.", show_default=False)]
@@ -102,9 +110,28 @@ def card_new(out: Output,
     # Public fields only: the component itself stays sealed in the file.
     data = {"file": str(path), "card_id": card["card_id"], "variant_check_value": card["variant_check_value"],
             "keyblock_check_value": card["keyblock_check_value"]}
+    work_tree = unignored_git_work_tree(path)
+    if work_tree is not None:
+        out.warn(f"{path} is inside the git work tree {work_tree} and not ignored there: a card file holds an LMK "
+                 "component (sealed under its PIN) and must never be committed. Move it to a private directory "
+                 "outside any repository (mkdir -m 700 ~/hsm-cards), or add it to .gitignore.")
     out.result(data, lambda d: out.fields([("card", d["card_id"]), ("file", d["file"]),
                                            ("variant check value", d["variant_check_value"]),
                                            ("key-block check value", d["keyblock_check_value"])]))
+
+
+def unignored_git_work_tree(path: Path) -> Path | None:
+    """The git work tree holding `path`, unless git ignores the file there (None when none holds it)."""
+    path = path.absolute()
+    root = next((d for d in path.parents if (d / ".git").exists()), None)
+    if root is None:
+        return None
+    try:
+        ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", str(path)], capture_output=True,
+                                 timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ignored = False  # no git to ask: warn anyway
+    return None if ignored else root
 
 
 # ---- helpers for the appliance commands --------------------------------------------------------------
@@ -134,6 +161,68 @@ def lmk_fields(out: Output, lmk: dict) -> None:
     out.fields([("LMK", f"{lmk.get('id')} (slot {lmk.get('slot')})"), ("scheme", lmk.get("scheme")),
                 ("algorithm", lmk.get("algorithm")), ("check value", Text(str(lmk.get("check_value")), style="bold")),
                 ("cards", lmk.get("cards")), ("authorised", "yes" if lmk.get("authorised") else "no")])
+
+
+# ---- the management credential ---------------------------------------------------------------------
+def credential_result(cx: Ctx, store: CredentialStore, cred: SavedCredential, *, reveal: bool = False,
+                      note: str | None = None) -> None:
+    data = {"name": cred.name, "resourceGroup": cred.resource_group, "serial": cred.serial,
+            "issuedAt": cred.issued_at, "fingerprint": cred.fingerprint, "file": str(store.path_of(cred))}
+    if reveal:
+        data["token"] = cred.token
+
+    def human(d: dict) -> None:
+        pairs = [("payment HSM", d["name"]), ("device", d["serial"]), ("issued", d["issuedAt"]),
+                 ("fingerprint", d["fingerprint"]), ("saved in", d["file"])]
+        if reveal:
+            pairs.append(("token", Text(d["token"], style="bold")))
+        cx.out.fields(pairs)
+        if note:
+            cx.out.note(note, style="dim")
+    cx.out.result(data, human)
+
+
+@service_command(credential_app, "claim")
+def credential_claim(cx: Ctx, name: Name, resource_group: Group):
+    """Claim the management credential and save it here (the first payshield command does this by itself)."""
+    client = cx.client
+    ep = endpoints(client, resource_group, name)
+    store = CredentialStore()
+    cred = saved_credential(client, resource_group, name, ep, store=store)
+    with management_for(ep, cred, store=store) as m:
+        try:
+            m.json("GET", "/health")
+        except CliError as exc:
+            if exc.status != 401:
+                raise
+            cred = claim(client, resource_group, name, ep, store)  # released meanwhile: the device takes a new one
+    credential_result(cx, store, cred, note="Keep this file private (mode 0600): it opens the device's security "
+                                            "domain. Rotate it with 'hsmcloud payshield credential rotate'.")
+
+
+@service_command(credential_app, "show")
+def credential_show(cx: Ctx, name: Name, resource_group: Group,
+                    reveal: Annotated[bool, typer.Option("--reveal", help="Print the token too (for your own "
+                                                                        "tools: Authorization: Bearer <token>).")]
+                    = False):
+    """Where the saved management credential is, when it was issued and its fingerprint (the token with --reveal)."""
+    client = cx.client
+    ep = endpoints(client, resource_group, name)
+    store = CredentialStore()
+    cred = saved_credential(client, resource_group, name, ep, claim_if_unclaimed=False, store=store)
+    credential_result(cx, store, cred, reveal=reveal)
+
+
+@service_command(credential_app, "rotate")
+def credential_rotate(cx: Ctx, name: Name, resource_group: Group):
+    """Replace the management credential with a new one; the old one stops working at once."""
+    client = cx.client
+    ep = endpoints(client, resource_group, name)
+    store = CredentialStore()
+    cred = rotate(ep, saved_credential(client, resource_group, name, ep, claim_if_unclaimed=False, store=store),
+                  store)
+    credential_result(cx, store, cred, note="Rotated between this machine and the device: the service never saw "
+                                            "the old or the new token.")
 
 
 # ---- LMKs --------------------------------------------------------------------------------------------
@@ -376,3 +465,110 @@ def release(cx: Ctx, name: Name, resource_group: Group,
                      + ("." if d.get("pristine") else f"; remaining: {', '.join(d.get('findings') or [])}."))
     cx.out.result(data, human)
     hint(cx, f"Next: hsmcloud hsm delete -g {resource_group} -n {name}")
+
+
+# ---- TLS on the host ports ---------------------------------------------------------------------------
+host_tls_app = typer.Typer(help="TLS on HOST1/HOST2: off, on (server certificate) or mutual (trusted client "
+                                "certificates only) per port.", no_args_is_help=True)
+app.add_typer(host_tls_app, name="host-tls")
+TLS_MODES = ("off", "on", "mutual")
+TlsMode = Annotated[Optional[str], typer.Option(show_default=False, metavar="off|on|mutual",
+                                                help="TLS mode of the port.")]
+
+
+def host_tls_fields(cx: Ctx, d: dict) -> None:
+    ports = d.get("ports") or {}
+    server = d.get("server_certificate") or {}
+    cx.out.fields([("HOST1", ports.get("host1")), ("HOST2", ports.get("host2")),
+                   ("server certificate", server.get("fingerprint") or "none yet (made when TLS is first used)")])
+    rows = [[t.get("subject"), "CA" if t.get("ca") else "client", t.get("not_after"), t.get("fingerprint")]
+            for t in d.get("trusted") or []]
+    cx.out.table(["Trusted subject", "Kind", "Not after", "SHA-256 fingerprint"], rows,
+                 empty="No client certificate is trusted.")
+
+
+@service_command(host_tls_app, "show")
+def host_tls_show(cx: Ctx, name: Name, resource_group: Group):
+    """The TLS mode of each host port, the trusted client certificates and the server certificate."""
+    with mgmt(cx, resource_group, name) as m:
+        data = m.json("GET", "/host-tls")
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+
+
+@service_command(host_tls_app, "set")
+def host_tls_set(cx: Ctx, name: Name, resource_group: Group, host1: TlsMode = None, host2: TlsMode = None):
+    """Set the TLS mode of HOST1 and/or HOST2; open connections of a changed port are closed."""
+    body = {port: mode.strip().lower() for port, mode in (("host1", host1), ("host2", host2)) if mode is not None}
+    if not body:
+        raise CliError("InvalidArgument", "Give --host1 MODE and/or --host2 MODE (off, on or mutual).")
+    for port, mode in body.items():
+        if mode not in TLS_MODES:
+            raise CliError("InvalidArgument", f"--{port} must be off, on or mutual, not '{mode}'.")
+    with mgmt(cx, resource_group, name) as m:
+        try:
+            data = m.json("PUT", "/host-tls", body=body)
+        except CliError as exc:
+            if exc.code == "NoTrustedClientCertificate":
+                exc.message += (f" Run 'hsmcloud payshield host-tls trust -g {resource_group} -n {name} --cert "
+                                "CA.pem' first.")
+            raise
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+    if "on" in body.values() or "mutual" in body.values():
+        hint(cx, f"Pin the server certificate: hsmcloud payshield host-tls server-cert -g {resource_group} -n {name} "
+                 "--out payshield-host.pem")
+
+
+@service_command(host_tls_app, "trust")
+def host_tls_trust(cx: Ctx, name: Name, resource_group: Group,
+                   cert: Annotated[list[Path], typer.Option("--cert", show_default=False,
+                                                            help="A PEM file of CA or client certificates to trust "
+                                                                 "(repeatable). Never a private key.")]):
+    """Trust client certificates for mutual TLS: a CA (every client certificate it issued) or one client."""
+    texts = []
+    for path in cert or []:
+        path = path.expanduser()
+        try:
+            texts.append(path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError("CannotReadFile", f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}.") from None
+    if not texts:
+        raise CliError("InvalidArgument", "Give at least one --cert FILE (PEM).")
+    with mgmt(cx, resource_group, name) as m:  # one request: all files are trusted, or none
+        data = m.json("POST", "/host-tls/trusted", body={"certificate": "\n".join(t.strip() for t in texts) + "\n"})
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+
+
+@service_command(host_tls_app, "untrust")
+def host_tls_untrust(cx: Ctx, name: Name, resource_group: Group,
+                     fingerprint: Annotated[str, typer.Option("--fingerprint", show_default=False,
+                                                              help="SHA-256 fingerprint of the certificate, as "
+                                                                   "'host-tls show' lists it.")]):
+    """Stop trusting a client certificate; connections of mutual ports are closed."""
+    from urllib.parse import quote
+
+    with mgmt(cx, resource_group, name) as m:
+        data = m.json("DELETE", "/host-tls/trusted/" + quote(fingerprint.strip(), safe=""))
+    cx.out.result(data, lambda d: host_tls_fields(cx, d))
+
+
+@service_command(host_tls_app, "server-cert")
+def host_tls_server_cert(cx: Ctx, name: Name, resource_group: Group,
+                         out_file: Annotated[Optional[Path], typer.Option("--out", "-o", show_default=False,
+                                                                          help="Write the PEM to this file instead "
+                                                                               "of stdout.")] = None):
+    """The certificate the host ports present (PEM), for the host application to pin."""
+    with mgmt(cx, resource_group, name) as m:
+        text = m.text("GET", "/host-tls/server-certificate")
+    if out_file is None:
+        if cx.json:
+            cx.out.emit_json({"pem": text})
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return
+    path = out_file.expanduser()
+    try:
+        path.write_text(text, encoding="ascii")
+    except OSError as exc:
+        raise CliError("CannotWriteFile", f"Cannot write {path}: {exc.strerror or exc}.") from None
+    cx.out.result({"file": str(path)}, lambda d: cx.out.print(f"Server certificate written to {d['file']}."))

@@ -1,27 +1,19 @@
 """Resource groups, and what deleting one does to the HSMs inside it (they are orphaned)."""
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import subscriptions
-from hsmcloud.controlplane.scope import ensure_subscription, find_group, key, require_group, utcnow
+from hsmcloud.controlplane.scope import check_group_name, ensure_subscription, find_group, key, require_group, utcnow
 from hsmcloud.errors import InvalidRequest
 from hsmcloud.identity.tokens import Principal
 from hsmcloud.store.models import (DedicatedHsm, NetworkInterface, ResourceGroup, Subnet, VirtualNetwork,
                                    VirtualNetworkGateway)
 
-NAME_RE = re.compile(r"^[-\w._()]{1,90}$")
-
-
 def put_group(s: Session, principal: Principal, sub: str, name: str, body: object) -> tuple[ResourceGroup, bool]:
-    if not NAME_RE.match(name) or name.endswith("."):
-        raise InvalidRequest(f"Resource group name '{name}' is invalid: 1-90 letters, digits, underscores, "
-                             "hyphens, periods and parentheses, not ending in a period.",
-                             code="InvalidResourceGroupName")
+    check_group_name(name)
     if not isinstance(body, dict) or not isinstance(body.get("location"), str) or not body["location"]:
         raise InvalidRequest("A resource group needs a 'location', e.g. {\"location\": \"eastus\"}.",
                              code="LocationRequired", target="location")

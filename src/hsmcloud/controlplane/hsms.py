@@ -15,7 +15,7 @@ from hsmcloud.controlplane.skus import SKUS, lookup
 from hsmcloud.errors import Conflict, InvalidRequest, NotFound
 from hsmcloud.identity.tokens import Principal
 from hsmcloud.network import ipam
-from hsmcloud.network.service import HSM_DELEGATION, NetworkService
+from hsmcloud.network.service import GATEWAY_SUBNET, HSM_DELEGATION, NetworkService
 from hsmcloud.resource_ids import hsm_id, parse_subnet_id
 from hsmcloud.store.models import DedicatedHsm, Device, NetworkInterface, Operation, Stamp
 
@@ -182,21 +182,17 @@ class HsmService:
 
     # ---- creating ------------------------------------------------------------------------
     def create_or_update(self, s: Session, principal: Principal, sub: str, rg: str, name: str, body: object,
-                         api_version: str) -> tuple[DedicatedHsm, bool]:
+                         api_version: str) -> tuple[DedicatedHsm, Operation | None, bool]:
+        """Create, retry or update an HSM: (the HSM, the create operation it started if any, whether it is new)."""
         validate_name(name)
         req = parse_create(body, api_version)
         group = require_group(s, sub, rg)
         existing = self.find(s, sub, rg, name)
         if existing is not None:
-            return self._put_existing(s, principal, existing, req), False
+            return *self._put_existing(s, principal, existing, req), False
         subscriptions.require_allowlisted(s, sub)
         require_region(s, req.location, target="location")
-        if req.stamp is not None and s.scalar(select(Stamp).where(Stamp.region == req.location,
-                                                                 Stamp.name == req.stamp)) is None:
-            names = sorted(s.scalars(select(Stamp.name).where(Stamp.region == req.location)))
-            raise InvalidRequest(f"Stamp '{req.stamp}' does not exist in {req.location}; use one of "
-                                 f"{', '.join(names)} or omit stampId.", code="InvalidStampId",
-                                 target="properties.stampId")
+        self._check_stamp(s, req.location, req.stamp)
         profile = self._check_network(s, sub, req.location, req.subnet_ref, req.ips, "networkProfile")
         mgmt_profile = None
         if SKUS[req.sku].is_payment:
@@ -213,42 +209,76 @@ class HsmService:
             modified_by=principal.name)
         s.add(hsm)
         s.flush()
-        new_operation(s, kind="hsm.create", subscription_id=sub, location=req.location, target=hsm.id,
-                      step="CheckingQuota")
+        op = new_operation(s, kind="hsm.create", subscription_id=sub, location=req.location, target=hsm.id,
+                           step="CheckingQuota")
         subscriptions.record(s, principal.name, "hsm.create", arm_id(hsm), sku=req.sku)
-        return hsm, True
+        return hsm, op, True
 
-    def _put_existing(self, s: Session, principal: Principal, hsm: DedicatedHsm, req: CreateRequest) -> DedicatedHsm:
+    @staticmethod
+    def _check_stamp(s: Session, location: str, stamp: str | None) -> None:
+        if stamp is not None and s.scalar(select(Stamp).where(Stamp.region == location,
+                                                             Stamp.name == stamp)) is None:
+            names = sorted(s.scalars(select(Stamp.name).where(Stamp.region == location)))
+            raise InvalidRequest(f"Stamp '{stamp}' does not exist in {location}; use one of "
+                                 f"{', '.join(names)} or omit stampId.", code="InvalidStampId",
+                                 target="properties.stampId")
+
+    def _put_existing(self, s: Session, principal: Principal, hsm: DedicatedHsm,
+                      req: CreateRequest) -> tuple[DedicatedHsm, Operation | None]:
         if in_progress_for(s, hsm.id) is not None:
             raise Conflict(f"Dedicated HSM '{hsm.name}' is {hsm.provisioning_state}: wait for the running operation "
                            "to finish before changing it.", code="AnotherOperationInProgress")
-        changed = [f for f, old, new in (("location", hsm.location, req.location), ("sku.name", hsm.sku, req.sku),
-                                         ("properties.networkProfile.subnet",
-                                          hsm.network_profile.get("subnet_ref", "").lower(), req.subnet_ref.lower()))
-                   if old != new]
-        if hsm.provisioning_state != "Failed":
+        if req.location != hsm.location:
+            raise InvalidRequest(f"The location of dedicated HSM '{hsm.name}' is {hsm.location} and cannot change to "
+                                 f"{req.location}: a resource stays in the region it was created in. Delete it and "
+                                 f"create a new one in {req.location}.", code="PropertyChangeNotAllowed",
+                                 target="location")
+        # A deployment that failed holds no device, so the PUT that reruns it may correct how it is
+        # placed (subnet, IPs, stamp, zones, SKU of the same kind). A failed delete still holds one.
+        rerun = hsm.provisioning_state == "Failed" and not hsm.device_serial
+        if rerun:
+            self._check_same_kind(hsm, req)
+        else:
+            changed = [f for f, old, new in (("sku.name", hsm.sku, req.sku), (
+                "properties.networkProfile.subnet", hsm.network_profile.get("subnet_ref", "").lower(),
+                req.subnet_ref.lower())) if old != new]
             changed += self._placement_changes(s, hsm, req)
-        if changed:
-            raise InvalidRequest(f"{', '.join(changed)} of an existing dedicated HSM cannot change. Delete it and "
-                                 "create a new one instead.", code="PropertyChangeNotAllowed", target=changed[0])
+            if changed:
+                raise InvalidRequest(f"{', '.join(changed)} of an existing dedicated HSM cannot change. Delete it "
+                                     "and create a new one instead.", code="PropertyChangeNotAllowed",
+                                     target=changed[0])
         hsm.tags = req.tags
         hsm.modified_at, hsm.modified_by = utcnow(), principal.name
-        if hsm.provisioning_state == "Failed":
-            # Retrying a failed deployment (e.g. after the gateway became ready) starts it over.
-            subscriptions.require_allowlisted(s, hsm.subscription_id)
-            hsm.network_profile = self._check_network(s, hsm.subscription_id, hsm.location, req.subnet_ref, req.ips,
-                                                      "networkProfile")
-            if SKUS[hsm.sku].is_payment:
-                hsm.management_network_profile = self._check_network(
-                    s, hsm.subscription_id, hsm.location, req.mgmt_subnet_ref or req.subnet_ref,
-                    req.mgmt_ips or [None], "managementNetworkProfile", also_taken=[ip for ip in req.ips if ip])
-            hsm.requested_stamp = req.stamp
-            hsm.zones = req.zones
-            hsm.provisioning_state, hsm.status_message, hsm.error = "CheckingQuota", STATUS["CheckingQuota"], None
-            new_operation(s, kind="hsm.create", subscription_id=hsm.subscription_id, location=hsm.location,
-                          target=hsm.id, step="CheckingQuota")
-            subscriptions.record(s, principal.name, "hsm.retry", arm_id(hsm))
-        return hsm
+        if hsm.provisioning_state != "Failed":
+            return hsm, None
+        # Rerunning a failed deployment (e.g. after the gateway became ready) starts it over.
+        subscriptions.require_allowlisted(s, hsm.subscription_id)
+        if rerun:
+            self._check_stamp(s, hsm.location, req.stamp)
+            hsm.sku = req.sku
+        hsm.network_profile = self._check_network(s, hsm.subscription_id, hsm.location, req.subnet_ref, req.ips,
+                                                  "networkProfile")
+        if SKUS[hsm.sku].is_payment:
+            hsm.management_network_profile = self._check_network(
+                s, hsm.subscription_id, hsm.location, req.mgmt_subnet_ref or req.subnet_ref,
+                req.mgmt_ips or [None], "managementNetworkProfile", also_taken=[ip for ip in req.ips if ip])
+        hsm.requested_stamp = req.stamp
+        hsm.zones = req.zones
+        hsm.provisioning_state, hsm.status_message, hsm.error = "CheckingQuota", STATUS["CheckingQuota"], None
+        op = new_operation(s, kind="hsm.create", subscription_id=hsm.subscription_id, location=hsm.location,
+                           target=hsm.id, step="CheckingQuota")
+        subscriptions.record(s, principal.name, "hsm.retry", arm_id(hsm))
+        return hsm, op
+
+    @staticmethod
+    def _check_same_kind(hsm: DedicatedHsm, req: CreateRequest) -> None:
+        """A rerun may pick another SKU of the same kind, not turn a general-purpose HSM into a payment one."""
+        def kind(sku: str) -> str:
+            return "a payment HSM" if SKUS[sku].is_payment else "a general-purpose HSM"
+        if kind(hsm.sku) != kind(req.sku):
+            raise InvalidRequest(f"Dedicated HSM '{hsm.name}' is {kind(hsm.sku)} ('{hsm.sku}') and cannot become "
+                                 f"{kind(req.sku)} ('{req.sku}'): choose a SKU of the same kind, or delete it and "
+                                 "create a new one.", code="PropertyChangeNotAllowed", target="sku.name")
 
     def _placement_changes(self, s: Session, hsm: DedicatedHsm, req: CreateRequest) -> list[str]:
         """Fields of a PUT that would move a deployed HSM (which only a new HSM can do)."""
@@ -278,6 +308,8 @@ class HsmService:
             raise InvalidRequest(f"Virtual network '{vnet.name}' is in {vnet.location} but the dedicated HSM is in "
                                  f"{location}: both must be in the same region.", code="VirtualNetworkLocationMismatch",
                                  target=target)
+        if sn.name_key == key(GATEWAY_SUBNET):
+            raise self._gateway_subnet_error(s, vnet, subnet_ref, target)
         if not any(d["serviceName"].lower() == HSM_DELEGATION.lower() for d in sn.delegations):
             raise InvalidRequest(
                 f"Subnet '{sn.name}' of virtual network '{vnet.name}' is not delegated to {HSM_DELEGATION}. Add the "
@@ -293,6 +325,18 @@ class HsmService:
                                  target=f"properties.{field}.networkInterfaces[{i}].privateIpAddress")
             seen.add(ip)
         return {"subnet_ref": subnet_ref, "subnet_id": sn.id, "ips": ips}
+
+    def _gateway_subnet_error(self, s: Session, vnet, subnet_ref: str, target: str) -> InvalidRequest:
+        """GatewaySubnet belongs to the virtual network's gateway: point at the HSM subnet instead."""
+        delegated = [sn.name for sn in self.network.list_subnets_of(s, vnet)
+                     if any(d["serviceName"].lower() == HSM_DELEGATION.lower() for d in sn.delegations)]
+        subnets_of_vnet = subnet_ref.rstrip("/").rsplit("/", 1)[0]
+        use = (f"Use the HSM subnet instead: {subnets_of_vnet}/{delegated[0]}" if delegated else
+               f"Use a subnet of its own delegated to {HSM_DELEGATION} (e.g. 'hsmsubnet', as 'hsmcloud network "
+               "create' makes it)")
+        return InvalidRequest(f"Subnet 'GatewaySubnet' of virtual network '{vnet.name}' is reserved for the virtual "
+                              f"network gateway and cannot hold dedicated HSMs. {use}.",
+                              code="GatewaySubnetNotAllowed", target=target)
 
     # ---- tags ----------------------------------------------------------------------------
     def update_tags(self, s: Session, principal: Principal, sub: str, rg: str, name: str, body: object) -> DedicatedHsm:

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from hsmcloud.controlplane import subscriptions
+from hsmcloud.controlplane import quota, subscriptions
 from hsmcloud.controlplane.hsms import STATUS, arm_id
 from hsmcloud.controlplane.operations import claim_next
 from hsmcloud.controlplane.scope import find_group, utcnow
 from hsmcloud.controlplane.skus import SKUS
-from hsmcloud.errors import Conflict, HsmCloudError, ServiceUnavailable
+from hsmcloud.errors import Conflict, HsmCloudError, InvalidRequest, ServiceUnavailable
 from hsmcloud.fleet.device_host import DeviceHost, DeviceSpec
 from hsmcloud.fleet.management_client import ManagementClient, ManagementEndpoint
+from hsmcloud.identity.initial_secrets import InitialSecrets
 from hsmcloud.network import ipam
 from hsmcloud.network.service import NetworkService
 from hsmcloud.store.db import Store
@@ -44,12 +44,27 @@ class StepFailed(Exception):
         self.error = error
 
 
+class WaitInLine(Exception):
+    """The step checks quota, and a create ahead of it in its line has not had its outcome yet."""
+
+
+def failure_record(error: HsmCloudError) -> dict:
+    """A failure as ARM's error detail: the same on the failed resource and on its operation."""
+    out = {"code": error.code, "message": error.message}
+    if error.target:
+        out["target"] = error.target
+    out["details"] = error.details or [{"code": error.code, "message": error.message}]
+    return out
+
+
 class Lifecycle:
-    def __init__(self, *, store: Store, settings, host: DeviceHost, network: NetworkService):
+    def __init__(self, *, store: Store, settings, host: DeviceHost, network: NetworkService,
+                 initial_secrets: InitialSecrets):
         self.store = store
         self.settings = settings
         self.host = host
         self.network = network
+        self.initial_secrets = initial_secrets
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -82,10 +97,13 @@ class Lifecycle:
             op_id, kind, step, attempts = op.id, op.kind, op.step, op.attempts
         handler = {"hsm.create": self._create_step, "hsm.delete": self._delete_step}.get(kind)
         if handler is None:
-            self._finish(op_id, error=ServiceUnavailable(f"Unknown operation kind {kind}."))
+            self._finish(op_id, error=failure_record(ServiceUnavailable(f"Unknown operation kind {kind}.")))
             return True
         try:
             next_step = await handler(op_id, step)
+        except WaitInLine:
+            self._wait_in_line(op_id)
+            return True
         except StepFailed as failed:
             await self._on_failure(op_id, kind, failed.error)
             return True
@@ -112,6 +130,13 @@ class Lifecycle:
             op.lease_owner = op.lease_expires_at = None
             op.not_before = now + timedelta(seconds=self.settings.step_delay_seconds)
 
+    def _wait_in_line(self, op_id: str) -> None:
+        """Give the operation back uncounted; claim_next hands it out again once it is its turn."""
+        with self.store.session() as s:
+            op = s.get(Operation, op_id)
+            op.lease_owner = op.lease_expires_at = None
+            op.attempts = max(op.attempts - 1, 0)
+
     def _retry_later(self, op_id: str, error: HsmCloudError) -> None:
         with self.store.session() as s:
             op = s.get(Operation, op_id)
@@ -119,11 +144,11 @@ class Lifecycle:
             op.not_before = utcnow() + timedelta(seconds=min(0.5 * 2 ** op.attempts, 10))
             op.error = error.to_dict()
 
-    def _finish(self, op_id: str, error: HsmCloudError | None = None) -> None:
+    def _finish(self, op_id: str, error: dict | None = None) -> None:
         with self.store.session() as s:
             op = s.get(Operation, op_id)
             op.status = "Failed" if error else "Succeeded"
-            op.error = error.to_dict() if error else None
+            op.error = error
             op.updated_at = utcnow()
             op.lease_owner = op.lease_expires_at = None
 
@@ -149,28 +174,27 @@ class Lifecycle:
     def _hsm_of(self, s, op_id: str) -> DedicatedHsm:
         return s.get(DedicatedHsm, s.get(Operation, op_id).target)
 
-    def _live_in_region(self, hsm: DedicatedHsm):
-        return select(func.count()).select_from(DedicatedHsm).where(
-            DedicatedHsm.subscription_id == hsm.subscription_id, DedicatedHsm.location == hsm.location,
-            DedicatedHsm.live_key.is_not(None), DedicatedHsm.id != hsm.id)
-
     def _check_quota(self, op_id: str) -> None:
         with self.store.session() as s:
+            if quota.must_wait(s, op_id):
+                raise WaitInLine()
             hsm = self._hsm_of(s, op_id)
             per_region, _ = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
-            used = s.scalar(self._live_in_region(hsm))
+            used = quota.used(s, hsm.subscription_id, hsm.location, other_than=hsm.id)
             if used >= per_region:
                 raise StepFailed(Conflict(
                     f"Quota exceeded: subscription {hsm.subscription_id} already has {used} dedicated HSM(s) in "
                     f"{hsm.location} and its quota is {per_region} per region. Delete HSMs left by failed "
                     f"deployments, or request more with 'hsmcloud quota request --region {hsm.location} "
-                    f"--per-region {per_region + 1}'.", code="QuotaExceeded"))
+                    f"--per-region {per_region + 1}'.", code=quota.REFUSED))
 
     def _allocate(self, op_id: str) -> None:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
             if hsm.device_serial:  # a crash after allocating: the allocation is already committed
                 return
+            if quota.must_wait(s, op_id):
+                raise WaitInLine()
             kind = SKUS[hsm.sku].device_kind
             per_region, per_stamp = subscriptions.quota_for(s, hsm.subscription_id, hsm.location)
             stamps = list(s.scalars(select(Stamp).where(Stamp.region == hsm.location).order_by(Stamp.index)))
@@ -178,7 +202,7 @@ class Lifecycle:
                 stamps = [st for st in stamps if st.name == hsm.requested_stamp]
             quota_blocked, candidates = [], []
             for st in stamps:
-                mine = s.scalar(self._live_in_region(hsm).where(DedicatedHsm.stamp_id == st.id))
+                mine = quota.used(s, hsm.subscription_id, hsm.location, stamp_id=st.id, other_than=hsm.id)
                 free = s.scalar(select(func.count()).select_from(Device).where(
                     Device.stamp_id == st.id, Device.kind == kind, Device.role == "customer",
                     Device.state == "free"))
@@ -192,7 +216,7 @@ class Lifecycle:
                         f"Quota exceeded: subscription {hsm.subscription_id} already has {per_stamp} dedicated HSM(s) "
                         f"in {', '.join(quota_blocked)} of {hsm.location}, its quota per stamp. Choose another stamp, "
                         f"or request more with 'hsmcloud quota request --region {hsm.location} --per-stamp "
-                        f"{per_stamp + 1}'.", code="QuotaExceeded"))
+                        f"{per_stamp + 1}'.", code=quota.REFUSED))
                 where = f"stamp {hsm.requested_stamp} of {hsm.location}" if hsm.requested_stamp else hsm.location
                 raise StepFailed(Conflict(
                     f"There is no free {kind} device left in {where}: the capacity is used up. Try another region"
@@ -304,7 +328,7 @@ class Lifecycle:
     async def _provision(self, op_id: str) -> None:
         with self.store.session() as s:
             hsm = self._hsm_of(s, op_id)
-            serial, kind = hsm.device_serial, SKUS[hsm.sku].device_kind
+            hsm_id, serial, kind = hsm.id, hsm.device_serial, SKUS[hsm.sku].device_kind
         mgmt = await self.start_device(serial)
         check = await mgmt.pristine()
         if not check.get("pristine"):
@@ -315,13 +339,20 @@ class Lifecycle:
                 raise ServiceUnavailable(f"Device {serial} is not pristine: {check.get('findings')}",
                                          code="DeviceNotPristine")
         await mgmt.health()
-        if kind == "payshield":
-            with self.store.session() as s:
-                device = s.get(Device, serial)
-                if not device.tenant_token:
-                    device.tenant_token = secrets.token_urlsafe(32)
-                token = device.tenant_token
-            await mgmt.hand_over(token)
+        # A payment device is handed over unclaimed: its tenant claims the management credential
+        # itself (controlplane/credentials.py), so the provider never holds it.
+        if kind == "luna":
+            # The factory password would let any local process take a fresh device first; the
+            # tenant's first login takes this per-HSM password (derived, the same on a repeat).
+            password = self.initial_secrets.admin_password(hsm_id=hsm_id, serial=serial)
+            try:
+                await mgmt.set_initial_admin_password(password)
+            except InvalidRequest as exc:
+                if exc.code != "AdminPasswordChanged":
+                    raise
+                # Someone changed the factory password in the moment before: the retry resets the device.
+                raise ServiceUnavailable(f"Device {serial}'s admin password was changed before hand-over; "
+                                         "resetting it again.", code="DeviceNotPristine") from None
 
     async def _on_failure(self, op_id: str, kind: str, error: HsmCloudError) -> None:
         with self.store.session() as s:
@@ -337,10 +368,9 @@ class Lifecycle:
                 hsm.device_serial, hsm.stamp_id = None, None
             hsm.provisioning_state = "Failed"
             hsm.status_message = error.message
-            hsm.error = {"code": error.code, "message": error.message, "details": error.details or [
-                {"code": error.code, "message": error.message}]}
+            hsm.error = failure_record(error)
             subscriptions.record(s, "control-plane", f"{kind}.failed", arm_id(hsm), code=error.code)
-        self._finish(op_id, error)
+        self._finish(op_id, failure_record(error))
 
     async def _return_device(self, serial: str, *, reason: str) -> bool:
         """Reset a device, check it pristine and put it back in the free pool; quarantine it otherwise."""
@@ -352,7 +382,7 @@ class Lifecycle:
         with self.store.session() as s:
             device = s.get(Device, serial)
             device.hsm_id = None
-            device.tenant_token = None
+            device.tenant_credential_issued_at = None
             device.state = "free" if pristine else "failed"
             device.last_checked_pristine_at = utcnow() if pristine else device.last_checked_pristine_at
             subscriptions.record(s, "control-plane", "device.return" if pristine else "device.quarantine", serial,

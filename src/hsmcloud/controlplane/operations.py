@@ -5,9 +5,10 @@ import base64
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import not_, or_, select, update
 from sqlalchemy.orm import Session
 
+from hsmcloud.controlplane.quota import waiting_in_line
 from hsmcloud.controlplane.scope import utcnow
 from hsmcloud.errors import NotFound
 from hsmcloud.store.models import Operation
@@ -38,7 +39,7 @@ def in_progress_for(session: Session, target: str) -> Operation | None:
 
 
 def claim_next(session: Session, worker_id: str) -> Operation | None:
-    """Lease one runnable operation (none leased by a live worker) for this worker."""
+    """Lease one runnable operation (none leased by a live worker, not waiting in its quota line)."""
     now = utcnow()
     candidates = session.scalars(
         select(Operation.id).where(
@@ -46,7 +47,8 @@ def claim_next(session: Session, worker_id: str) -> Operation | None:
             or_(Operation.lease_expires_at.is_(None), Operation.lease_expires_at < now,
                 Operation.lease_owner == worker_id),
             or_(Operation.not_before.is_(None), Operation.not_before <= now),
-        ).order_by(Operation.created_at).limit(5)).all()
+            not_(waiting_in_line()),
+        ).order_by(Operation.created_at, Operation.id).limit(5)).all()
     for op_id in candidates:
         # Conditional update: of two workers racing for an operation, exactly one wins.
         res = session.execute(
@@ -64,13 +66,3 @@ def release_all_leases(session: Session) -> None:
     """On start of a single-replica service every lease belongs to a dead process."""
     session.execute(update(Operation).where(Operation.status == "InProgress")
                     .values(lease_owner=None, lease_expires_at=None))
-
-
-def operation_json(op: Operation) -> dict:
-    out = {"id": op.id, "name": op.id, "status": op.status, "startTime": op.created_at.isoformat(),
-           "kind": op.kind, "step": op.step}
-    if op.status != "InProgress":
-        out["endTime"] = op.updated_at.isoformat()
-    if op.error:
-        out["error"] = op.error
-    return out

@@ -1,6 +1,7 @@
 """Lookups every service needs: the subscription record and the resource group of a request."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import select
@@ -8,6 +9,9 @@ from sqlalchemy.orm import Session
 
 from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.store.models import ResourceGroup, Subscription
+
+# ARM's rule for resource group names (\w: Unicode letters and digits, and underscores).
+GROUP_NAME_RE = re.compile(r"^[-\w._()]{1,90}$")
 
 
 def utcnow() -> datetime:
@@ -42,12 +46,21 @@ def require_region(session: Session, location: str, *, code: str = "LocationNotA
     return location
 
 
+def check_group_name(name: str) -> None:
+    """Refuse a name no resource group can have ('rg?x=1', control characters, a trailing period)."""
+    if not GROUP_NAME_RE.match(name) or name.endswith("."):
+        raise InvalidRequest(f"Resource group name '{name}' is invalid: 1-90 letters, digits, underscores, "
+                             "hyphens, periods and parentheses, not ending in a period.",
+                             code="InvalidResourceGroupName")
+
+
 def find_group(session: Session, sub: str, rg: str) -> ResourceGroup | None:
     return session.scalar(select(ResourceGroup).where(
         ResourceGroup.subscription_id == sub, ResourceGroup.name_key == key(rg)))
 
 
 def require_group(session: Session, sub: str, rg: str) -> ResourceGroup:
+    check_group_name(rg)
     group = find_group(session, sub, rg)
     if group is None or group.state == "Deleting":
         raise NotFound(f"Resource group '{rg}' could not be found. Create it first "

@@ -67,9 +67,15 @@ class ManagementClient:
     async def update_firmware(self, version: str) -> dict:
         return await self._call("POST", "/provider/firmware", {"version": version})
 
-    async def hand_over(self, tenant_token: str) -> dict:
-        """Give the tenant its credential for a payment device's management interface."""
-        return await self._call("PUT", "/provider/tenant", {"token": tenant_token})
+    async def claim(self, token_sha256: str) -> dict:
+        """Register the tenant's payment management credential (its SHA-256 only) on an unclaimed device.
+
+        The device refuses with code AlreadyClaimed once a tenant holds it."""
+        return await self._call("POST", "/provider/claim", {"token_sha256": token_sha256})
+
+    async def set_initial_admin_password(self, password: str) -> dict:
+        """A Luna device's per-HSM initial admin password; refused (AdminPasswordChanged) once changed."""
+        return await self._call("PUT", "/provider/initial-admin-password", {"password": password})
 
     async def pristine(self) -> dict:
         return await self._call("GET", "/provider/pristine")

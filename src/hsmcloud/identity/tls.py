@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,22 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hsmcloud.private_files import make_private, private_dir, write_private
+
 
 @dataclass(frozen=True, kw_only=True)
 class TlsFiles:
     ca_cert: Path
     server_cert: Path
     server_key: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _key_pem(key) -> bytes:
@@ -37,12 +28,13 @@ def _key_pem(key) -> bytes:
 
 def ensure_tls(state_dir: Path, hostnames: tuple[str, ...] = ("localhost",),
                addresses: tuple[str, ...] = ("127.0.0.1", "::1")) -> TlsFiles:
-    """Create the CA and server certificate on first start; reuse them afterwards."""
-    tls_dir = state_dir / "tls"
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    """Create the CA and server certificate on first start; reuse them afterwards (all files 0600)."""
+    tls_dir = private_dir(state_dir / "tls")
     files = TlsFiles(ca_cert=tls_dir / "ca.pem", server_cert=tls_dir / "server.pem",
                      server_key=tls_dir / "server-key.pem")
     ca_key_path = tls_dir / "ca-key.pem"
+    for path in (files.ca_cert, files.server_cert, files.server_key, ca_key_path):
+        make_private(path)  # written by an older version with the umask's mode
     if files.ca_cert.exists() and files.server_cert.exists() and files.server_key.exists():
         cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
         if cert.not_valid_after_utc > datetime.now(timezone.utc) + timedelta(days=7):
@@ -67,8 +59,8 @@ def ensure_tls(state_dir: Path, hostnames: tuple[str, ...] = ("localhost",),
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(ca_key_path, _key_pem(ca_key))
-        files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_private(ca_key_path, _key_pem(ca_key))
+        write_private(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     server_key = ec.generate_private_key(ec.SECP256R1())
     sans = [x509.DNSName(h) for h in hostnames] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     server_cert = (
@@ -83,6 +75,6 @@ def ensure_tls(state_dir: Path, hostnames: tuple[str, ...] = ("localhost",),
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(files.server_key, _key_pem(server_key))
-    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    write_private(files.server_key, _key_pem(server_key))
+    write_private(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     return files

@@ -1,7 +1,6 @@
 """Bearer tokens for ARM callers: EdDSA-signed JWTs with a key kept in the state directory."""
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hsmcloud.errors import InvalidRequest, Unauthenticated
+from hsmcloud.private_files import make_private, private_dir, write_private_once
 
 ISSUER = "https://hsmcloud.local/identity"
 AUDIENCE = "https://management.azure.com/"
@@ -45,23 +45,13 @@ class TokenAuthority:
         return state_dir / "identity" / "token-signing-key.pem"
 
     def _load_or_create(self) -> Ed25519PrivateKey:
-        if self.key_path.exists():
-            return serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-        self.key_path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        tmp = self.key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, self.key_path)  # first writer wins if two processes race
-        except FileExistsError:
-            pass
-        tmp.unlink(missing_ok=True)
+        private_dir(self.key_path.parent)
+        if not self.key_path.exists():
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+            write_private_once(self.key_path, pem)  # first writer wins if two processes race
+        make_private(self.key_path)
         return serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
 
     def issue(self, *, subscription_id: str | None = None, operator: bool = False,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -16,6 +17,18 @@ from hsmcloud.store.models import NetworkInterface, Subnet, VirtualNetwork, Virt
 HSM_DELEGATION = "Microsoft.HardwareSecurityModules/dedicatedHSMs"
 GATEWAY_SUBNET = "GatewaySubnet"
 GATEWAY_TYPES = ("ExpressRoute", "Vpn", "LocalGateway")
+# Azure's naming rule for these types: a letter or digit first, a letter, digit or underscore last,
+# letters, digits, underscores, periods and hyphens between; (shortest, longest) per type.
+NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+NAME_LENGTHS = {"virtual network": (2, 64), "subnet": (1, 80), "virtual network gateway": (1, 80)}
+
+
+def check_name(kind: str, name: str, *, target: str = "name") -> None:
+    shortest, longest = NAME_LENGTHS[kind]
+    if not (shortest <= len(name) <= longest and NAME_RE.match(name)):
+        raise InvalidRequest(f"The {kind} name '{name}' is invalid: {shortest}-{longest} letters, digits, "
+                             "underscores, periods and hyphens, starting with a letter or digit and ending with a "
+                             "letter, digit or underscore.", code="InvalidResourceName", target=target)
 
 
 def _props(body: dict, target: str) -> dict:
@@ -85,6 +98,7 @@ class NetworkService:
 
     def put_vnet(self, s: Session, sub: str, rg: str, name: str, body: dict) -> tuple[VirtualNetwork, bool]:
         group = require_group(s, sub, rg)
+        check_name("virtual network", name)
         props = _props(body, "properties")
         prefixes_raw = (props.get("addressSpace") or {}).get("addressPrefixes")
         if not isinstance(prefixes_raw, list) or not prefixes_raw:
@@ -166,6 +180,7 @@ class NetworkService:
         return True
 
     def _put_subnet_row(self, s: Session, vnet: VirtualNetwork, name: str, body: dict, *, target: str) -> Subnet:
+        check_name("subnet", name, target=f"{target}.name" if target != "properties" else "name")
         props = _props(body, target)
         prefix = ipam.parse_prefix(props.get("addressPrefix"), target=f"{target}.properties.addressPrefix"
                                    if target != "properties" else "properties.addressPrefix")
@@ -227,6 +242,7 @@ class NetworkService:
 
     def put_gateway(self, s: Session, sub: str, rg: str, name: str, body: dict):
         group = require_group(s, sub, rg)
+        check_name("virtual network gateway", name)
         props = _props(body, "properties")
         gtype = props.get("gatewayType", "ExpressRoute")
         if gtype not in GATEWAY_TYPES:

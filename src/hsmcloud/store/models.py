@@ -168,8 +168,9 @@ class Device(Base):
     host1_port: Mapped[int | None] = mapped_column(Integer)
     host2_port: Mapped[int | None] = mapped_column(Integer)
     mgmt_token: Mapped[str] = mapped_column(String(128))
-    # The tenant's credential for a payment device's management interface, set at allocation.
-    tenant_token: Mapped[str | None] = mapped_column(String(128))
+    # When the tenant claimed its credential for a payment device's management interface. The
+    # credential itself is the tenant's alone: neither it nor a hash of it is kept here.
+    tenant_credential_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_checked_pristine_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -173,3 +173,66 @@ def test_reset_presents_a_new_ssh_host_key(tmp_path):
             assert before != after
 
     guarded(scenario())
+
+
+INITIAL_PASSWORD = "Init-1-per-HSM-secret"
+
+
+def test_initial_admin_password_replaces_the_factory_one_until_the_first_change(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as appliance:
+            async with management(appliance) as client:
+                # Someone who logged in with the factory password before the hand-over is cut off.
+                early = await connect(appliance, FACTORY_PASSWORD)
+                assert (await client.put("/provider/initial-admin-password",
+                                         json={"password": INITIAL_PASSWORD})).status_code == 200
+                with pytest.raises((asyncssh.Error, OSError)):
+                    await early.run("hsm show", check=True)
+                early.close()
+                with pytest.raises(asyncssh.PermissionDenied):
+                    await run_exec(appliance, FACTORY_PASSWORD, "hsm show")
+                # The documented first login: the initial password, then a forced change.
+                refused = await run_exec(appliance, INITIAL_PASSWORD, "hsm show")
+                assert "You must change the admin password" in refused.stdout
+                changed = await run_exec(
+                    appliance,
+                    INITIAL_PASSWORD,
+                    f"my password set -oldpassword {INITIAL_PASSWORD} -newpassword {ADMIN_PASSWORD}",
+                )
+                assert changed.exit_status == 0, changed.stdout
+                # From now on the password is the tenant's: the provider cannot set it again.
+                again = await client.put("/provider/initial-admin-password", json={"password": "Init-1-other-one"})
+                assert again.status_code == 409 and again.json()["error"]["code"] == "AdminPasswordChanged"
+                with pytest.raises(asyncssh.PermissionDenied):
+                    await run_exec(appliance, "Init-1-other-one", "hsm show")
+                with pytest.raises(asyncssh.PermissionDenied):
+                    await run_exec(appliance, INITIAL_PASSWORD, "hsm show")
+                assert (await run_exec(appliance, ADMIN_PASSWORD, "hsm show")).exit_status == 0
+                # A provider reset brings the factory password back, and the device is pristine.
+                assert (await client.post("/provider/reset")).json()["pristine"] is True
+            refused = await run_exec(appliance, FACTORY_PASSWORD, "hsm show")
+            assert "You must change the admin password" in refused.stdout
+
+    guarded(scenario())
+
+
+def test_initial_admin_password_needs_the_token_and_a_valid_password(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as appliance:
+            async with management(appliance, token="wrong-token") as client:
+                r = await client.put("/provider/initial-admin-password", json={"password": INITIAL_PASSWORD})
+                assert r.status_code == 401
+            async with management(appliance) as client:
+                for body in ({"password": "short"}, {"password": "alllowercaseletters"}):
+                    r = await client.put("/provider/initial-admin-password", json=body)
+                    assert r.status_code == 400 and r.json()["error"]["code"] == "PasswordPolicyViolation"
+                for body in ({}, {"password": 12345678}, [INITIAL_PASSWORD]):
+                    r = await client.put("/provider/initial-admin-password", json=body)
+                    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequest"
+                r = await client.put("/provider/initial-admin-password", content=b"not json")
+                assert r.status_code == 400
+            # Nothing was changed: the factory password still opens the first login.
+            refused = await run_exec(appliance, FACTORY_PASSWORD, "hsm show")
+            assert "You must change the admin password" in refused.stdout
+
+    guarded(scenario())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -101,9 +102,14 @@ def card_pair_for(material: bytes, scheme: str) -> tuple[tuple[dict, str], tuple
     return (first, "1111"), (second, "2222")
 
 
-async def allocate(appliance: PayShieldAppliance) -> None:
+def sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def allocate(appliance: PayShieldAppliance, token: str = TENANT_TOKEN) -> None:
+    """The hand-over: the provider registers the tenant credential's digest on the unclaimed device."""
     async with management(appliance) as client:
-        response = await client.put("/provider/tenant", json={"token": TENANT_TOKEN})
+        response = await client.post("/provider/claim", json={"token_sha256": sha256_hex(token)})
         assert response.status_code == 200, response.text
 
 

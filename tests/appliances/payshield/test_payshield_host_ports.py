@@ -187,31 +187,3 @@ def test_settings_header_length_disabled_commands_and_tls(tmp_path):
                 assert (await provider.get("/health")).json()["links"] == {"host1": "up", "host2": "up", "mgmt": "up"}
 
     guarded(scenario())
-
-
-def test_a_host_interface_takes_64_connections_and_refuses_the_next(tmp_path):
-    async def scenario():
-        async with running(config(tmp_path)) as appliance:
-            await ready(appliance)
-            clients = [await HostClient.connect(appliance.config.address, appliance.host1_port) for _ in range(64)]
-            for c in clients[:2] + clients[-2:]:
-                assert (await c.call(b"NO00"))[:4] == b"NP00"
-            extra = await HostClient.connect(appliance.config.address, appliance.host1_port)
-            assert await extra.reader.read(10) == b""  # closed at once, nothing answered
-            # HOST2 counts its own connections.
-            other = await HostClient.connect(appliance.config.address, appliance.host2_port)
-            assert (await other.call(b"NO00"))[:4] == b"NP00"
-            await clients[0].close()
-            for _ in range(200):  # the freed slot takes a new connection
-                again = await HostClient.connect(appliance.config.address, appliance.host1_port)
-                try:
-                    if (await again.call(b"NO00"))[:4] == b"NP00":
-                        break
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("a freed connection slot was never reused")
-            for c in clients[1:] + [other, again]:
-                await c.close()
-
-    guarded(scenario())

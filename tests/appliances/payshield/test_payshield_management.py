@@ -26,6 +26,7 @@ from payshield_helpers import (
     management,
     ok,
     running,
+    sha256_hex,
     tenant,
 )
 
@@ -45,6 +46,71 @@ def test_tokens_and_roles(tmp_path):
             async with tenant(appliance) as client:
                 assert (await client.get("/provider/pristine")).status_code == 403
                 assert (await client.get("/health")).status_code == 200
+
+    guarded(scenario())
+
+
+def test_provider_cannot_replace_the_credential_of_a_claimed_device(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as appliance:
+            await allocate(appliance)
+            await load_lmk(appliance)
+            async with management(appliance) as provider:
+                # The provider holds the device's management token; it must not get into the domain with it.
+                taken = await provider.post("/provider/claim", json={"token_sha256": sha256_hex("provider-own-token")})
+                assert taken.status_code == 409 and taken.json()["error"]["code"] == "AlreadyClaimed"
+                assert (await provider.put("/provider/tenant", json={"token": "provider-own-token"})).status_code == 404
+                # The claim takes a digest only: a clear tenant credential never travels on the provider channel.
+                assert (await provider.post("/provider/claim", json={})).status_code == 400
+                assert (await provider.post("/provider/claim", json={"token_sha256": "ABC"})).status_code == 400
+                # Repeating the hand-over with the tenant's own digest (a lost answer) changes nothing.
+                assert (await provider.post("/provider/claim",
+                                            json={"token_sha256": sha256_hex(TENANT_TOKEN)})).status_code == 200
+            async with management(appliance, "provider-own-token") as intruder:
+                assert (await intruder.get("/lmk")).status_code == 401
+            async with tenant(appliance) as client:
+                assert len((await client.get("/lmk")).json()["lmks"]) == 1
+                audit = (await client.get("/logs/audit")).json()["entries"]
+                assert ("provider", "tenant.credential.claim", "refused: already claimed") in [
+                    (e["actor"], e["action"], e["result"]) for e in audit]
+            # A release (here out of band) erases the domain, and only then can a new tenant claim it.
+            async with management(appliance) as provider:
+                assert (await provider.post("/provider/release")).status_code == 200
+                assert (await provider.get("/health")).json()["claimed"] is False
+            await allocate(appliance, "next-tenant-token-0123")
+            async with management(appliance, "next-tenant-token-0123") as client:
+                assert (await client.get("/lmk")).json()["lmks"] == []
+
+    guarded(scenario())
+
+
+def test_tenant_rotates_its_credential(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path)) as appliance:
+            await allocate(appliance)
+            async with tenant(appliance) as client:
+                rotated = await client.post("/tenant/credential")
+                assert rotated.status_code == 200, rotated.text
+                new_token = rotated.json()["token"]
+                assert len(new_token) >= 32
+                assert (await client.get("/lmk")).status_code == 401  # the old one stopped at once
+            async with management(appliance, new_token) as client:
+                assert (await client.get("/lmk")).status_code == 200
+                # The tenant may choose the token itself and send only its digest.
+                chosen = "tenant-chosen-token-0123456789"
+                r = await client.post("/tenant/credential", json={"token_sha256": sha256_hex(chosen)})
+                assert r.status_code == 200 and "token" not in r.json()
+                assert (await client.get("/lmk")).status_code == 401
+            async with management(appliance, chosen) as client:
+                assert (await client.post("/tenant/credential", json={"token_sha256": 7})).status_code == 400
+                r = await client.post("/tenant/credential", json={"token_sha256": sha256_hex(PROVIDER_TOKEN)})
+                assert r.status_code == 400  # never the provider's token
+                assert (await client.get("/lmk")).status_code == 200
+                audit = (await client.get("/logs/audit")).json()["entries"]
+                assert [e["action"] for e in audit if e["action"].startswith("tenant.credential")] == [
+                    "tenant.credential.claim", "tenant.credential.rotate", "tenant.credential.rotate"]
+            async with management(appliance) as provider:
+                assert (await provider.post("/tenant/credential")).status_code == 403
 
     guarded(scenario())
 
@@ -202,7 +268,7 @@ def test_tenant_release_erases_everything(tmp_path):
             await allocate(appliance)
             async with tenant(appliance) as client:
                 audit = (await client.get("/logs/audit")).json()["entries"]
-                assert [e["action"] for e in audit] == ["tenant.credential"]
+                assert [e["action"] for e in audit] == ["tenant.credential.claim"]
 
     guarded(scenario())
 
@@ -233,7 +299,7 @@ def test_audit_log_records_management_actions_as_jsonl(tmp_path):
             entries = [json.loads(line) for line in text.splitlines()]
             actions = [(e["actor"], e["action"], e["result"]) for e in entries]
             assert actions[:4] == [
-                ("provider", "tenant.credential", "ok"),
+                ("provider", "tenant.credential.claim", "ok"),
                 ("tenant", "lmk.load", "ok"),
                 ("tenant", "authorize", "ok"),
                 ("tenant", "keys.load", "ok"),

@@ -13,11 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+from ... import logredact
 from .appliance import ApplianceConfig, LunaAppliance
 
 TOKEN_ENV = "HSMCLOUD_LUNA_MGMT_TOKEN"
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mgmt-token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (or ${TOKEN_ENV})"
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO (secrets are never logged)")
     return parser
 
 
@@ -76,6 +79,7 @@ async def _serve(config: ApplianceConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logredact.configure(logging.INFO if args.verbose else logging.WARNING)
     if not args.mgmt_token:
         _parser().error(f"--mgmt-token (or ${TOKEN_ENV}) is required")
     try:

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ..management_server import ManagementServer
-from .management import create_management_app
 from .core.appliance_core import ApplianceCore
+from .core.passwords import check_admin_password, hash_password_async
 from .core.product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
 from .core.state import ApplianceState
+from .lunash.login_throttle import LoginThrottle
 from .lunash.ssh_server import LunaSshService
+from .management import create_management_app
 from .ntls.dispatcher import NtlsDispatcher
 from .ntls.server import DEFAULT_PORT as NTLS_DEFAULT_PORT
 from .ntls.server import NtlsServer
@@ -59,10 +61,14 @@ class ApplianceConfig:
 
 
 class LunaAppliance:
-    """An emulated Luna appliance. ``await start()``, use it, ``await stop()``; restartable."""
+    """An emulated Luna appliance. ``await start()``, use it, ``await stop()``; restartable.
 
-    def __init__(self, config: ApplianceConfig) -> None:
+    ``login_throttle`` replaces the SSH login throttle (tests give one with a fake clock).
+    """
+
+    def __init__(self, config: ApplianceConfig, *, login_throttle: LoginThrottle | None = None) -> None:
         self.config = config
+        self._login_throttle = login_throttle
         self._core: ApplianceCore | None = None
         self._ssh: LunaSshService | None = None
         self._mgmt: ManagementServer | None = None
@@ -85,7 +91,7 @@ class LunaAppliance:
         cfg = self.config
         core = await asyncio.to_thread(ApplianceCore.open, cfg.state_dir, cfg.serial)
         ntls = NtlsServer(core, NtlsDispatcher)
-        ssh = LunaSshService(core, ntls=ntls)
+        ssh = LunaSshService(core, ntls=ntls, throttle=self._login_throttle)
         mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token), name="luna-mgmt")
         self._core, self._reset_lock = core, asyncio.Lock()
         try:
@@ -186,6 +192,21 @@ class LunaAppliance:
             self._ssh.use_host_key(host_key)
             await self._ssh.end_sessions()
             await asyncio.to_thread(self._ntls.reset)
+
+    async def set_initial_admin_password(self, password: str) -> bool:
+        """Replace the factory admin password by ``password`` (change at first login still forced).
+
+        False if the admin has changed the password already. Sessions that logged in before
+        (with the factory password) are cut, so the new password is the only way in.
+        """
+        assert self._reset_lock is not None and self._ssh is not None
+        check_admin_password(password)
+        password_hash = await hash_password_async(password)
+        async with self._reset_lock:
+            if not self.state.set_initial_admin_password(password_hash):
+                return False
+            await self._ssh.end_sessions()
+        return True
 
     async def pristine_findings(self) -> list[str]:
         """Every trace of a tenant still on the device; empty when it is pristine."""

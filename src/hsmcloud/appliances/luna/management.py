@@ -2,7 +2,8 @@
 
 This is everything the provider's control plane can see or do on an allocated device:
 read health telemetry (unless the tenant disabled monitoring), reset the device to factory
-state, and check that it is pristine. It never returns key material or a tenant secret.
+state, check that it is pristine, and give a fresh device its initial admin password (refused
+once the admin changed the password). It never returns key material or a tenant secret.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from .core.errors import PasswordPolicyViolation
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
 
 class ManagedDevice(Protocol):
     """What the management API needs from an appliance."""
@@ -22,6 +29,8 @@ class ManagedDevice(Protocol):
     async def provider_reset(self) -> None: ...
 
     async def pristine_findings(self) -> list[str]: ...
+
+    async def set_initial_admin_password(self, password: str) -> bool: ...
 
 
 def _unauthorized() -> JSONResponse:
@@ -67,6 +76,30 @@ def create_management_app(device: ManagedDevice, token: str) -> FastAPI:
         await device.provider_reset()
         findings = await device.pristine_findings()
         return {"reset": True, "pristine": not findings, "findings": findings}
+
+    @app.put("/provider/initial-admin-password")
+    async def initial_admin_password(request: Request) -> Any:
+        """The admin's initial password instead of the factory one; the first login still forces a
+        change. Refused once the admin changed the password: from then on it is the tenant's alone."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        password = body.get("password") if isinstance(body, dict) else None
+        if not isinstance(password, str):
+            return _error(400, "InvalidRequest", 'Send {"password": "<initial admin password>"}.')
+        try:
+            accepted = await device.set_initial_admin_password(password)
+        except PasswordPolicyViolation as exc:
+            return _error(400, "PasswordPolicyViolation", exc.message)
+        if not accepted:
+            return _error(
+                409,
+                "AdminPasswordChanged",
+                "The admin has changed the password: the provider cannot set it. Only a provider "
+                "reset (which erases everything) brings back the factory state.",
+            )
+        return {"initialAdminPasswordSet": True}
 
     @app.get("/provider/pristine")
     async def pristine() -> dict[str, Any]:

@@ -7,12 +7,10 @@ appliance keeps no global state and its state directory is its only storage.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import os
 import re
 import ssl
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,31 @@ from typing import Any
 from . import cards as _cards
 from . import keycrypto as kc
 from .domain import HostSettings, SecurityDomain
-from .errors import FirmwareRefused, HostError, InvalidRequest, LmkError, NotAuthorized
+from .errors import (
+    AlreadyClaimed,
+    FirmwareRefused,
+    HostError,
+    InvalidRequest,
+    LmkError,
+    NotAuthorized,
+    NotFound,
+    NoTrustedClientCertificate,
+)
 from .host_commands import COMMANDS, ClearKey, Outcome, execute, open_key, seal_key
-from .host_server import HostPort, RateLimiter
+from .host_server import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, ConnectionLimits, HostPort, RateLimiter
+from .host_tls import (
+    MAX_TRUSTED,
+    MODES,
+    MUTUAL,
+    OFF,
+    ON,
+    PORTS,
+    ServerIdentity,
+    TrustedCertificate,
+    new_server_identity,
+    parse_certificates,
+    server_context,
+)
 from .lmk import (
     TYPE_USAGES,
     KeyBlockAttributes,
@@ -33,7 +53,7 @@ from .lmk import (
     parse_key_type,
 )
 from ..management_server import ManagementServer
-from .management import PROVIDER, TENANT, create_management_app, token_digest
+from .management import PROVIDER, TENANT, create_management_app
 from .product import (
     DEFAULT_HOST_PORT,
     LMK_SLOT_CHOICES,
@@ -42,7 +62,7 @@ from .product import (
     PREMIUM_PACKAGE_FEATURES,
     firmware_key,
 )
-from .state import ApplianceState
+from .state import ApplianceState, Claim
 
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
@@ -71,6 +91,10 @@ class PayShieldConfig:
     lmk_slots: int = 1
     calls_per_second: int = 60
     header_length: int = 4
+    #: A host connection that starts no frame for this many seconds is closed.
+    host_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Seconds to complete a frame once its first byte arrived (and a TLS handshake, and reading an answer).
+    host_frame_timeout: float = DEFAULT_FRAME_TIMEOUT
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -91,6 +115,11 @@ class PayShieldConfig:
             raise ValueError("header_length must be 0..255")
         if not self.mgmt_token:
             raise ValueError("mgmt_token must not be empty")
+        self.host_limits()  # checks the timeouts
+
+    def host_limits(self) -> ConnectionLimits:
+        """Connection count and timeouts of each host interface."""
+        return ConnectionLimits(idle_timeout=self.host_idle_timeout, frame_timeout=self.host_frame_timeout)
 
 
 def firmware_number(version: str) -> str:
@@ -111,8 +140,10 @@ class PayShieldAppliance:
         self._host2: HostPort | None = None
         self._mgmt: ManagementServer | None = None
         self._mgmt_port: int | None = None
-        self._tls_context: ssl.SSLContext | None = None
-        self._tls_certificate: str | None = None
+        # TLS on the host ports: mode per port, trusted client certificates, the server identity.
+        self._tls_modes: dict[str, str] = dict.fromkeys(PORTS, OFF)
+        self._tls_trusted: list[TrustedCertificate] = []
+        self._tls_identity: ServerIdentity | None = None
         self._lifecycle_lock: asyncio.Lock | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -168,18 +199,23 @@ class PayShieldAppliance:
         self._settings = HostSettings(
             header_length=stored.get("header_length", self.config.header_length),
             disabled_commands=frozenset(stored.get("disabled_commands", ())),
-            tls=bool(stored.get("host_tls", False)),
             firmware_number=firmware_number(device.firmware),
         )
+        # States written before TLS modes per port had one switch, host_tls, for both.
+        modes = stored.get("host_tls_modes") or dict.fromkeys(PORTS, ON if stored.get("host_tls") else OFF)
+        self._tls_modes = {port: modes.get(port, OFF) for port in PORTS}
+        self._tls_trusted = [cert for pem in stored.get("host_tls_trusted", ()) for cert in parse_certificates(pem)]
+        identity = state.host_tls_identity()
+        self._tls_identity = None if identity is None else ServerIdentity(certificate=identity[0],
+                                                                          private_key=identity[1])
 
     async def _start_host_ports(self, port1: int, port2: int) -> None:
         cfg = self.config
-        tls = self._host_tls_context() if self._settings.tls else None
-        host1 = HostPort("HOST1", self._process, self._frame_error)
-        await host1.start(cfg.address, port1, tls)
+        host1 = HostPort("HOST1", self._process, self._connection_error, limits=cfg.host_limits())
+        await host1.start(cfg.address, port1, self._host_tls_context("host1"))
         self._host1 = host1
-        host2 = HostPort("HOST2", self._process, self._frame_error)
-        await host2.start(cfg.host2_address or cfg.address, port2, tls)
+        host2 = HostPort("HOST2", self._process, self._connection_error, limits=cfg.host_limits())
+        await host2.start(cfg.host2_address or cfg.address, port2, self._host_tls_context("host2"))
         self._host2 = host2
 
     async def _stop_host_ports(self) -> None:
@@ -187,11 +223,6 @@ class PayShieldAppliance:
             if port is not None:
                 await port.stop()
         self._host1 = self._host2 = None
-
-    async def _restart_host_ports(self) -> None:
-        ports = (self.host1_port, self.host2_port)
-        await self._stop_host_ports()
-        await self._start_host_ports(*ports)
 
     @property
     def state(self) -> ApplianceState:
@@ -224,8 +255,12 @@ class PayShieldAppliance:
 
     @property
     def host_tls_certificate(self) -> str | None:
-        """PEM of the host ports' TLS certificate while TLS is on."""
-        return self._tls_certificate if self._settings.tls else None
+        """PEM of the host ports' TLS certificate while TLS is on on either port."""
+        return self._server_identity().certificate if self._host_tls_on else None
+
+    @property
+    def _host_tls_on(self) -> bool:
+        return any(mode != OFF for mode in self._tls_modes.values())
 
     # -- host commands ------------------------------------------------------------------
 
@@ -244,9 +279,9 @@ class PayShieldAppliance:
             )
         return outcome
 
-    def _frame_error(self, port: str, peer: str, message: str) -> None:
+    def _connection_error(self, port: str, peer: str, kind: str, message: str) -> None:
         if self._state is not None:
-            self._state.error(source=port, command="--", error_code="framing", peer=peer, message=message)
+            self._state.error(source=port, command="--", error_code=kind, peer=peer, message=message)
 
     # -- provider -------------------------------------------------------------------------
 
@@ -272,7 +307,7 @@ class PayShieldAppliance:
                 "host2": self._host2.port if self._host2 else None,
                 "mgmt": self._mgmt_port,
             },
-            "allocated": device.tenant_token_hash is not None,
+            "claimed": device.tenant_token_hash is not None,
             "released": not self.state.customer_content_findings() and not self._domain.lmks,
             "lmks_loaded": len(self._domain.lmks),
             "host_connections": self._host_connections(),
@@ -293,9 +328,24 @@ class PayShieldAppliance:
         self._limiter.lifted = lifted
         self.record(PROVIDER, "licence.cps_limit", lifted=lifted)
 
-    def set_tenant_token(self, token: str | None) -> None:
-        self.state.set_tenant_token_hash(None if token is None else token_digest(token))
-        self.record(PROVIDER, "tenant.credential", set=token is not None)
+    def claim(self, digest: str) -> bool:
+        """Register the tenant's credential (its SHA-256) on an unclaimed device.
+
+        True if it was registered now, False if this credential held the device already."""
+        outcome = self.state.claim_tenant_token_hash(digest)
+        if outcome is Claim.REFUSED:
+            self.record(PROVIDER, "tenant.credential.claim", "refused: already claimed")
+            raise AlreadyClaimed(
+                "the device is already claimed: only its tenant can change the credential "
+                "(POST /tenant/credential); a release makes the device unclaimed again"
+            )
+        if outcome is Claim.CLAIMED:
+            self.record(PROVIDER, "tenant.credential.claim")
+        return outcome is Claim.CLAIMED
+
+    def rotate_tenant_credential(self, digest: str) -> None:
+        self.state.replace_tenant_token_hash(digest)
+        self.record(TENANT, "tenant.credential.rotate")
 
     def update_firmware(self, version: str, actor: str) -> str:
         try:
@@ -315,15 +365,13 @@ class PayShieldAppliance:
         """Erase all customer content: LMKs, authorised state, settings, logs, connections."""
         assert self._lifecycle_lock is not None
         async with self._lifecycle_lock:
-            was_tls = self._settings.tls
             self._domain.clear()
             for port in (self._host1, self._host2):
                 if port is not None:
                     await port.close_connections()
             await asyncio.to_thread(self.state.release)
             self._load_from_state()
-            if was_tls:
-                await self._restart_host_ports()
+            await self._apply_host_tls(PORTS)
 
     async def pristine_findings(self) -> list[str]:
         findings = self.state.customer_content_findings()
@@ -331,7 +379,7 @@ class PayShieldAppliance:
             findings.append(f"{len(self._domain.lmks)} LMK(s) in memory")
         if self._domain.authorised:
             findings.append("authorised state is set")
-        if self._settings.tls:
+        if self._host_tls_on:
             findings.append("TLS is enabled on the host ports")
         connections = self._host_connections()
         if connections:
@@ -509,10 +557,10 @@ class PayShieldAppliance:
         view: dict[str, Any] = {
             "header_length": self._settings.header_length,
             "disabled_commands": sorted(self._settings.disabled_commands),
-            "host_tls": self._settings.tls,
+            "host_tls": self._host_tls_on,
         }
-        if self._settings.tls:
-            view["host_tls_certificate"] = self._tls_certificate
+        if self._host_tls_on:
+            view["host_tls_certificate"] = self.host_tls_certificate
         return view
 
     async def update_settings(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -534,18 +582,23 @@ class PayShieldAppliance:
         unknown = set(body) - {"header_length", "disabled_commands", "host_tls"}
         if unknown:
             raise InvalidRequest(f"unknown settings: {sorted(unknown)}")
+        stored = {k: v for k, v in changes.items() if k != "host_tls"}
+        modes = dict(self._tls_modes)
+        if "host_tls" in changes:
+            # One switch for both ports: on leaves a mutual port mutual; off turns TLS off everywhere.
+            modes = {p: (m if m != OFF else ON) if changes["host_tls"] else OFF for p, m in modes.items()}
+            stored["host_tls_modes"] = modes
         assert self._lifecycle_lock is not None
         async with self._lifecycle_lock:
-            self.state.put_settings(changes)
-            tls_before = self._settings.tls
+            self.state.put_settings(stored)
             self._settings = replace(
                 self._settings,
                 header_length=changes.get("header_length", self._settings.header_length),
                 disabled_commands=frozenset(changes.get("disabled_commands", self._settings.disabled_commands)),
-                tls=changes.get("host_tls", self._settings.tls),
             )
-            if self._settings.tls != tls_before:
-                await self._restart_host_ports()
+            changed = [p for p in PORTS if modes[p] != self._tls_modes[p]]
+            self._tls_modes = modes
+            await self._apply_host_tls(changed)
         self.record(TENANT, "settings.update", **changes)
         return self.settings_view()
 
@@ -559,46 +612,95 @@ class PayShieldAppliance:
         self.record(TENANT, "logs.export", log="error")
         return entries
 
-    # -- TLS on the host ports ---------------------------------------------------------------
+    # -- tenant: TLS on the host ports ---------------------------------------------------
 
-    def _host_tls_context(self) -> ssl.SSLContext:
-        if self._tls_context is None:
-            cert_pem, key_pem = _self_signed_certificate(self.config.serial, self.config.address)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            with tempfile.TemporaryDirectory() as tmp:
-                cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-                cert_file.write_bytes(cert_pem)
-                key_file.write_bytes(key_pem)
-                context.load_cert_chain(cert_file, key_file)
-            self._tls_context, self._tls_certificate = context, cert_pem.decode("ascii")
-        return self._tls_context
+    def _server_identity(self) -> ServerIdentity:
+        """The host ports' TLS certificate and key, made (and kept in the state) on first use."""
+        if self._tls_identity is None:
+            cfg = self.config
+            identity = new_server_identity(cfg.serial, [cfg.address, cfg.host2_address or cfg.address])
+            self.state.put_host_tls_identity(identity.certificate, identity.private_key)
+            self._tls_identity = identity
+        return self._tls_identity
 
+    def _host_tls_context(self, port: str) -> ssl.SSLContext | None:
+        mode = self._tls_modes[port]
+        return None if mode == OFF else server_context(self._server_identity(), mode, self._tls_trusted)
 
-def _self_signed_certificate(serial: str, address: str) -> tuple[bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    async def _apply_host_tls(self, ports: list[str] | tuple[str, ...], *, cut: bool = True) -> None:
+        """Serve ``ports`` with their current TLS mode; ``cut`` closes their open connections."""
+        for name, port in (("host1", self._host1), ("host2", self._host2)):
+            if name in ports and port is not None:
+                await port.use_tls(self._host_tls_context(name), close_connections=cut)
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"payShield {serial}")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    def host_tls_view(self) -> dict[str, Any]:
+        identity = self._tls_identity
+        return {
+            "ports": dict(self._tls_modes),
+            "trusted": [cert.view() for cert in self._tls_trusted],
+            "server_certificate": None if identity is None else {
+                "fingerprint": identity.fingerprint, "pem": identity.certificate},
+        }
+
+    def host_tls_server_certificate(self) -> str:
+        """The PEM certificate the host ports present (made now if TLS was never used)."""
+        return self._server_identity().certificate
+
+    async def set_host_tls(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Set the TLS mode of HOST1 and/or HOST2: off, on or mutual. Open connections of a changed port are cut."""
+        unknown = set(body) - set(PORTS)
+        if unknown or not body:
+            raise InvalidRequest(f"give the mode of host1 and/or host2 (unknown: {sorted(unknown)})" if unknown
+                                 else "give the mode of host1 and/or host2")
+        for port, mode in body.items():
+            if mode not in MODES:
+                raise InvalidRequest(f"{port} must be one of {', '.join(MODES)}")
+        modes = self._tls_modes | body
+        if MUTUAL in modes.values() and not self._tls_trusted:
+            raise NoTrustedClientCertificate(
+                "mutual TLS needs a client certificate to trust: add your client CA (or client certificate) first")
+        assert self._lifecycle_lock is not None
+        async with self._lifecycle_lock:
+            self.state.put_settings({"host_tls_modes": modes})
+            changed = [p for p in PORTS if modes[p] != self._tls_modes[p]]
+            self._tls_modes = modes
+            await self._apply_host_tls(changed)
+        self.record(TENANT, "host_tls.update", **modes)
+        return self.host_tls_view()
+
+    async def trust_client_certificates(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Trust the certificates of a PEM text (CA certificates or client certificates)."""
+        unknown = set(body) - {"certificate"}
+        if unknown:
+            raise InvalidRequest(f"unknown fields: {sorted(unknown)}; give 'certificate' (PEM text)")
+        known = {cert.fingerprint for cert in self._tls_trusted}
+        added = [cert for cert in parse_certificates(body.get("certificate")) if cert.fingerprint not in known]
+        added = list({cert.fingerprint: cert for cert in added}.values())
+        if len(self._tls_trusted) + len(added) > MAX_TRUSTED:
+            raise InvalidRequest(f"at most {MAX_TRUSTED} trusted certificates; remove some first")
+        await self._store_trusted(self._tls_trusted + added, cut=False)
+        self.record(TENANT, "host_tls.trust", fingerprints=[cert.fingerprint for cert in added])
+        return self.host_tls_view()
+
+    async def untrust_client_certificate(self, fingerprint: str) -> dict[str, Any]:
+        """Stop trusting one certificate; connections of mutual ports are cut (some may have used it)."""
+        wanted = fingerprint.strip().lower().replace(":", "")
+        remaining = [cert for cert in self._tls_trusted if cert.fingerprint != wanted]
+        if len(remaining) == len(self._tls_trusted):
+            raise NotFound(f"no trusted certificate has the fingerprint {fingerprint[:80]!r}")
+        if not remaining and MUTUAL in self._tls_modes.values():
+            raise NoTrustedClientCertificate(
+                "this is the last trusted client certificate and a port is in mutual TLS: set it to on or off first")
+        await self._store_trusted(remaining, cut=True)
+        self.record(TENANT, "host_tls.untrust", fingerprint=wanted)
+        return self.host_tls_view()
+
+    async def _store_trusted(self, trusted: list[TrustedCertificate], *, cut: bool) -> None:
+        assert self._lifecycle_lock is not None
+        async with self._lifecycle_lock:
+            self.state.put_settings({"host_tls_trusted": [cert.pem for cert in trusted]})
+            self._tls_trusted = trusted
+            await self._apply_host_tls([p for p in PORTS if self._tls_modes[p] == MUTUAL], cut=cut)
 
 
 __all__ = ["PayShieldAppliance", "PayShieldConfig", "firmware_number"]

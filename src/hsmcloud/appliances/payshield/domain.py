@@ -20,7 +20,6 @@ class HostSettings:
 
     header_length: int = 4
     disabled_commands: frozenset[str] = frozenset()
-    tls: bool = False
     firmware_number: str = FIRMWARE_NUMBER
 
 

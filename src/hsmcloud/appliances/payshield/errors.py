@@ -99,9 +99,27 @@ class LmkError(ManagementError):
     status, code = 409, "LmkError"
 
 
+class AlreadyClaimed(ManagementError):
+    """The provider tried to register a tenant credential on a device a tenant already holds."""
+
+    status, code = 409, "AlreadyClaimed"
+
+
 class FirmwareRefused(ManagementError):
     status, code = 409, "FirmwareRefused"
 
 
 class NotFound(ManagementError):
     status, code = 404, "NotFound"
+
+
+class InvalidCertificate(ManagementError):
+    """A certificate given to trust is not one (or comes with a private key)."""
+
+    status, code = 400, "InvalidCertificate"
+
+
+class NoTrustedClientCertificate(ManagementError):
+    """Mutual TLS on a host port needs at least one trusted client certificate."""
+
+    status, code = 409, "NoTrustedClientCertificate"

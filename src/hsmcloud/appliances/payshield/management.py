@@ -3,11 +3,19 @@
 Two callers, told apart by their bearer token:
 
 * the **provider** (the configured management token): ``GET /health``, ``/provider/*``
-  (release out of band, pristine check, licence setting, tenant credential, firmware of an
-  unallocated device). It never sees key material.
-* the **tenant** (the token the provider set with ``PUT /provider/tenant``): LMK loading
-  from admin cards, authorised state, key loading and component export, settings,
-  firmware, logs, release. The provider's token is refused on these routes.
+  (release out of band, pristine check, licence setting, firmware of an unallocated device,
+  and the claim that registers the tenant's credential on an unclaimed device). It never
+  sees key material or a tenant credential.
+* the **tenant** (the credential registered by the claim): LMK loading from admin cards,
+  authorised state, key loading and component export, settings, TLS on the host ports
+  (``/host-tls``), firmware, logs, release,
+  and rotating its own credential (``POST /tenant/credential``). The provider's token is
+  refused on these routes.
+
+The device keeps only the SHA-256 of the tenant's credential. The provider can register one
+only while the device is unclaimed (fresh, or after a release): once a tenant holds it, only
+that tenant changes it, so the provider's token (which the provider's store holds) never
+leads into the security domain.
 
 Every tenant and provider action is written to the audit log (refusals too).
 """
@@ -18,6 +26,8 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
+import secrets
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -26,6 +36,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from .errors import InvalidRequest, ManagementError
 
 PROVIDER, TENANT = "provider", "tenant"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ManagedDevice(Protocol):
@@ -37,7 +48,8 @@ class ManagedDevice(Protocol):
     async def release(self, actor: str) -> None: ...
     async def pristine_findings(self) -> list[str]: ...
     def set_cps_limit_lifted(self, lifted: bool) -> None: ...
-    def set_tenant_token(self, token: str | None) -> None: ...
+    def claim(self, digest: str) -> bool: ...
+    def rotate_tenant_credential(self, digest: str) -> None: ...
     def update_firmware(self, version: str, actor: str) -> str: ...
     def load_lmk(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def lmk_table(self) -> list[dict[str, Any]]: ...
@@ -48,6 +60,11 @@ class ManagedDevice(Protocol):
     async def update_settings(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def audit_entries(self) -> list[dict[str, Any]]: ...
     def error_entries(self) -> list[dict[str, Any]]: ...
+    def host_tls_view(self) -> dict[str, Any]: ...
+    def host_tls_server_certificate(self) -> str: ...
+    async def set_host_tls(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def trust_client_certificates(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def untrust_client_certificate(self, fingerprint: str) -> dict[str, Any]: ...
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -65,6 +82,24 @@ def _unauthorized() -> JSONResponse:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _credential_digest(body: dict[str, Any], provider_digest: str, *,
+                       may_generate: bool) -> tuple[str, str | None]:
+    """(digest to register, clear token to return) from ``{"token_sha256": hex}`` or from nothing.
+
+    A caller that sends the digest keeps the token to itself; otherwise (tenant only) the device
+    makes one and returns it, once."""
+    given = body.get("token_sha256")
+    token = None
+    if given is None and may_generate:
+        token = secrets.token_urlsafe(32)
+        given = token_digest(token)
+    elif not isinstance(given, str) or not _SHA256_HEX.fullmatch(given):
+        raise InvalidRequest("token_sha256 must be the SHA-256 of the credential: 64 lower-case hex digits")
+    if hmac.compare_digest(given, provider_digest):
+        raise InvalidRequest("the tenant credential must differ from the provider token")
+    return given, token
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -93,6 +128,7 @@ def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI
     """The FastAPI application serving ``device``."""
     app = FastAPI(title="payShield appliance management", docs_url=None, redoc_url=None, openapi_url=None)
     expected = provider_token.encode("utf-8")
+    provider_digest = token_digest(provider_token)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -152,16 +188,13 @@ def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI
         device.set_cps_limit_lifted(lifted)
         return device.health()["licence"]
 
-    @app.put("/provider/tenant")
-    async def tenant(request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
-        token = body.get("token")
-        if token is not None and (not isinstance(token, str) or len(token) < 16):
-            raise InvalidRequest("token must be a string of at least 16 characters, or null")
-        if token is not None and hmac.compare_digest(token.encode("utf-8"), expected):
-            raise InvalidRequest("the tenant token must differ from the provider token")
-        device.set_tenant_token(token)
-        return {"tenant_token_set": token is not None}
+    @app.post("/provider/claim")
+    async def claim(request: Request) -> dict[str, Any]:
+        """Hand-over: register the tenant's credential, only while no tenant holds the device."""
+        # Only the digest: a clear tenant credential never travels on the provider's channel.
+        digest, _ = _credential_digest(await _json_body(request), provider_digest, may_generate=False)
+        new = device.claim(digest)
+        return {"claimed": True, "repeated": not new}
 
     @app.post("/provider/firmware")
     async def provider_firmware(request: Request) -> dict[str, Any]:
@@ -169,6 +202,13 @@ def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI
         return {"firmware": device.update_firmware(str(body.get("version", "")), PROVIDER)}
 
     # -- tenant ------------------------------------------------------------------------
+
+    @app.post("/tenant/credential")
+    async def rotate_credential(request: Request) -> dict[str, Any]:
+        """A new tenant credential; the one used for this request stops working at once."""
+        digest, token = _credential_digest(await _json_body(request), provider_digest, may_generate=True)
+        device.rotate_tenant_credential(digest)
+        return {"rotated": True, **({"token": token} if token else {})}
 
     @app.post("/lmk")
     async def load_lmk(request: Request) -> dict[str, Any]:
@@ -223,6 +263,32 @@ def create_management_app(device: ManagedDevice, provider_token: str) -> FastAPI
     @app.get("/logs/error")
     async def error_log(format: str | None = None) -> Response:  # noqa: A002 - query name
         return _log_export(device.error_entries(), format)
+
+    # -- tenant: TLS on the host ports -------------------------------------------------
+
+    @app.get("/host-tls")
+    async def host_tls() -> dict[str, Any]:
+        """Mode of each host port, the trusted client certificates, the server certificate."""
+        return device.host_tls_view()
+
+    @app.put("/host-tls")
+    async def set_host_tls(request: Request) -> dict[str, Any]:
+        """``{"host1": "off"|"on"|"mutual", "host2": ...}``."""
+        return await device.set_host_tls(await _json_body(request))
+
+    @app.post("/host-tls/trusted")
+    async def trust(request: Request) -> dict[str, Any]:
+        """``{"certificate": "<PEM: one or more CA or client certificates>"}``."""
+        return await device.trust_client_certificates(await _json_body(request))
+
+    @app.delete("/host-tls/trusted/{fingerprint}")
+    async def untrust(fingerprint: str) -> dict[str, Any]:
+        return await device.untrust_client_certificate(fingerprint)
+
+    @app.get("/host-tls/server-certificate")
+    async def server_certificate() -> Response:
+        """The certificate the host ports present, to pin in the host application."""
+        return PlainTextResponse(device.host_tls_server_certificate(), media_type="application/x-pem-file")
 
     return app
 

@@ -8,6 +8,7 @@ overwrites freed pages as well. Every change is one transaction (WAL journal).
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sqlite3
@@ -18,6 +19,8 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hsmcloud.private_files import make_private, write_private
 
 from ..sqlite_state import SqliteState, connect
 from .errors import StateError
@@ -74,6 +77,14 @@ CREATE TABLE IF NOT EXISTS error_log (
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Claim(enum.Enum):
+    """The outcome of registering a tenant credential."""
+
+    CLAIMED = "claimed"
+    REPEATED = "repeated"  # already registered with this very credential
+    REFUSED = "refused"  # another credential holds the device
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +145,7 @@ class ApplianceState(SqliteState):
     def _load_or_create_master_key(self) -> bytes:
         path = self._master_key_path
         if path.exists():
+            make_private(path)
             key = bytes.fromhex(path.read_text().strip())
             if len(key) != 32:
                 raise StateError(f"{path} does not hold a 256-bit key")
@@ -141,13 +153,7 @@ class ApplianceState(SqliteState):
         return self._write_master_key(os.urandom(32))
 
     def _write_master_key(self, key: bytes) -> bytes:
-        tmp = self._master_key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key.hex())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._master_key_path)
+        write_private(self._master_key_path, key.hex().encode("ascii"))
         return key
 
     def _seal(self, data: bytes, aad: bytes) -> bytes:
@@ -179,7 +185,18 @@ class ApplianceState(SqliteState):
         with self._transaction() as db:
             db.execute("UPDATE device SET cps_limit_lifted = ?", (int(lifted),))
 
-    def set_tenant_token_hash(self, digest: str | None) -> None:
+    def claim_tenant_token_hash(self, digest: str) -> Claim:
+        """Register the tenant's credential unless another one is registered."""
+        with self._transaction() as db:  # BEGIN IMMEDIATE: of two racing claims exactly one wins
+            (current,) = db.execute("SELECT tenant_token_hash FROM device").fetchone()
+            if current is None:
+                db.execute("UPDATE device SET tenant_token_hash = ?", (digest,))
+                return Claim.CLAIMED
+            # The same digest again is a claim whose answer was lost: it may be repeated.
+            return Claim.REPEATED if current == digest else Claim.REFUSED
+
+    def replace_tenant_token_hash(self, digest: str) -> None:
+        """The tenant's new credential (rotation); the old one stops working with this commit."""
         with self._transaction() as db:
             db.execute("UPDATE device SET tenant_token_hash = ?", (digest,))
 
@@ -229,6 +246,28 @@ class ApplianceState(SqliteState):
         with self._transaction() as db:
             for key, value in values.items():
                 db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- host TLS server identity --------------------------------------------------------
+
+    _HOST_TLS_IDENTITY = "host_tls_identity"
+    _HOST_TLS_AAD = b"host-tls-key"
+
+    def host_tls_identity(self) -> tuple[str, str] | None:
+        """The host ports' TLS (certificate PEM, private key PEM), or None before the first."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (self._HOST_TLS_IDENTITY,)).fetchone()
+        if row is None:
+            return None
+        stored = json.loads(row[0])
+        key = self._unseal(bytes.fromhex(stored["sealed_key"]), self._HOST_TLS_AAD)
+        return stored["certificate"], key.decode("ascii")
+
+    def put_host_tls_identity(self, certificate: str, private_key: str) -> None:
+        """Keep the identity, its key sealed under the master key; a release erases it (a setting)."""
+        sealed = self._seal(private_key.encode("ascii"), self._HOST_TLS_AAD)
+        value = json.dumps({"certificate": certificate, "sealed_key": sealed.hex()})
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (self._HOST_TLS_IDENTITY, value))
 
     # -- logs ----------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ keeps every committed change and none of a half-done one. Passwords are stored o
 scrypt hashes; the cloning domain only as a digest. This module holds the v1 tables (device,
 HSM, partitions, log); ``schema.py`` the tables issue 7 added, which the other core modules
 read and write through :meth:`ApplianceState.transaction` and :meth:`ApplianceState.query`. The factory admin password is stored as
-"no hash" (NULL): the device knows its factory default the way real firmware does.
+"no hash" (NULL): the device knows its factory default the way real firmware does. A provider-set
+initial password is a hash with the change at first login still pending.
 """
 
 from __future__ import annotations
@@ -235,6 +236,18 @@ class ApplianceState(SqliteState):
                 "UPDATE device SET admin_password_hash = ?, admin_must_change = 0 WHERE id = 1",
                 (password_hash,),
             )
+
+    def set_initial_admin_password(self, password_hash: str) -> bool:
+        """The provider's per-HSM initial admin password, accepted only while the admin has
+        never changed the password (factory state, or initial password still unchanged).
+
+        The forced change at first login stays pending. False: the admin changed it already.
+        """
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE device SET admin_password_hash = ? WHERE id = 1 AND admin_must_change = 1",
+                (password_hash,),
+            ).rowcount == 1
 
     def set_monitoring(self, enabled: bool) -> None:
         with self._transaction() as db:

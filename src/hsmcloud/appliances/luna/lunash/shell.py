@@ -239,10 +239,10 @@ class ShellSession:
         return code
 
     async def first_login(self, terminal: Terminal) -> None:
-        """On an interactive login with the factory password, ask for a new one straight away."""
+        """On an interactive login with the initial password, ask for a new one straight away."""
         if terminal.interactive and self.password_change_pending():
             terminal.write(
-                "The admin password is still the factory default and must be changed "
+                "The admin password is still the initial one and must be changed "
                 "before any other command.\n"
             )
             await self.execute("my password set", terminal)

@@ -4,6 +4,10 @@ An interactive shell (with or without a pty) runs a ``lunash:>`` prompt loop; an
 (``ssh admin@host 'hsm show'``) runs one command and exits 0 on success, 1 on error. Every
 SSH connection gets one :class:`ShellSession`, so an HSM SO login holds for the exec requests
 and shells of that connection and ends with it.
+
+Password guessing is throttled (:mod:`.login_throttle`): checks wait their turn and longer
+after failures, a connection is dropped after six wrong passwords, and at most ten
+connections may be logging in at once. There is no lockout.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import logging
 
 import asyncssh
 
+from .... import logredact
 from ..core.appliance_core import ApplianceCore
 from ..core.passwords import admin_password_matches
 from ..core.product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
 from .errors import CommandAborted
 from .file_transfer import ApplianceFileServer
+from .login_throttle import LoginThrottle
 from .shell import PROMPT, ShellSession
 
 logger = logging.getLogger(__name__)
@@ -88,6 +94,7 @@ class _Connection(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self.origin = "unknown"
         self.shell: ShellSession | None = None
+        self._password_attempts = 0
 
     @property
     def core(self) -> ApplianceCore:
@@ -97,11 +104,25 @@ class _Connection(asyncssh.SSHServer):
         self._conn = conn
         peer = conn.get_extra_info("peername") or ("unknown", 0)
         self.origin = f"{peer[0]}/{peer[1]}"
-        self._service.connections.add(conn)
+        service = self._service
+        service.connections.add(conn)
+        limit = service.throttle.policy.max_unauthenticated
+        if len(service.unauthenticated) >= limit:
+            service.state.append_log(
+                f"sshd: drop connection from {peer[0]} port {peer[1]}: {limit} connections are already logging in"
+            )
+            asyncio.get_running_loop().call_soon(conn.abort)
+            return
+        service.unauthenticated.add(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._service.connections.discard(self._conn)
+            self._service.unauthenticated.discard(self._conn)
+
+    def auth_completed(self) -> None:
+        if self._conn is not None:
+            self._service.unauthenticated.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -113,33 +134,57 @@ class _Connection(asyncssh.SSHServer):
         return False
 
     async def validate_password(self, username: str, password: str) -> bool:
-        state = self._service.state
-        epoch = self._service.epoch
-        ok = False
-        if username == ADMIN_USER:
-            ok = await admin_password_matches(password, state.device().admin_password_hash)
-        if self._service.epoch != epoch:
-            return False  # sessions were ended (reset, stop) while the hash was checked
-        user = username if username == ADMIN_USER else "invalid user " + _printable(username)
+        service = self._service
+        state = service.state
+        epoch = service.epoch
+        self._password_attempts += 1
         host, _, port = self.origin.partition("/")
+
+        async def verify() -> bool:
+            if username != ADMIN_USER:
+                return False  # an unknown user waits its turn and counts as a failure, like a wrong password
+            return await admin_password_matches(password, state.device().admin_password_hash)
+
+        ok = await service.throttle.check(host, verify)
+        if service.epoch != epoch:
+            return False  # sessions were ended (reset, stop) while the password was checked
+        user = username if username == ADMIN_USER else "invalid user " + _printable(username)
         verdict = "Accepted" if ok else "Failed"
         state.append_log(f"sshd: {verdict} password for {user} from {host} port {port} ssh2")
         if ok:
             self.shell = ShellSession(
                 self._service.core, user=ADMIN_USER, origin=self.origin, ntls=self._service.ntls
             )
-        return ok
+            return True
+        wait = service.throttle.wait(host)
+        if wait > 0:
+            state.append_log(
+                f"sshd: {service.throttle.failures(host)} failed logins in a row from {host}: "
+                f"the next password check waits {wait:.0f} s"
+            )
+        if self._password_attempts >= service.throttle.policy.max_auth_tries:
+            state.append_log(
+                f"sshd: Disconnecting: Too many authentication failures for {user} from {host} port {port} ssh2"
+            )
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
+            )
+        return False
 
 
 class LunaSshService:
     """The SSH listener of one appliance and the sessions it serves."""
 
-    def __init__(self, core: ApplianceCore, *, ntls: object | None = None) -> None:
+    def __init__(self, core: ApplianceCore, *, ntls: object | None = None,
+                 throttle: LoginThrottle | None = None) -> None:
         self.core = core
         self.state = core.state
         #: The NTLS listener, shown by ``ntls show``.
         self.ntls = ntls
+        self.throttle = throttle or LoginThrottle()
         self.connections: set[asyncssh.SSHServerConnection] = set()
+        #: Connections that have not logged in yet (their number is capped).
+        self.unauthenticated: set[asyncssh.SSHServerConnection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self.serial = self.state.device().serial
@@ -148,6 +193,7 @@ class LunaSshService:
 
     async def start(self, address: str, port: int) -> int:
         """Listen on (address, port); returns the bound port."""
+        logredact.install()  # asyncssh logs command lines and, at its debug level 3, passwords
         self._acceptor = await asyncssh.listen(
             address,
             port,
@@ -192,6 +238,7 @@ class LunaSshService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), timeout=5)
         self.connections.clear()
+        self.unauthenticated.clear()
 
     async def stop(self) -> None:
         """Stop listening, disconnect everyone; the port is free afterwards."""
