@@ -5,12 +5,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from hsmcloud.arm import render
 from hsmcloud.arm.auth import operator
 from hsmcloud.arm.routes_hsm import json_body, services
 from hsmcloud.controlplane.hsms import arm_id
 from hsmcloud.controlplane import fleet_view, subscriptions
 from hsmcloud.controlplane.hsms import live_key, validate_name
-from hsmcloud.controlplane.operations import operation_json
 from hsmcloud.controlplane.scope import check_group_name, require_region, utcnow
 from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.identity.tokens import normalize_subscription_id
@@ -172,7 +172,7 @@ def operation(request: Request, op_id: str):
         op = s.get(Operation, op_id)
         if op is None:
             raise NotFound(f"Operation '{op_id}' was not found.", code="OperationNotFound")
-        out = operation_json(op)
+        out = render.operation_status(op)
     if out["status"] == "InProgress":
         return Response(status_code=202, headers={"Location": _operation_url(request, op_id),
                                                   "Retry-After": str(svc.settings.retry_after_seconds)})
