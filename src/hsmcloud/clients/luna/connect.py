@@ -127,8 +127,10 @@ async def _exchange(*, address: str, ssh_port: int, admin_password: str, identit
         if registered:
             await _run(conn, f"client register -client {shlex.quote(identity.name)} "
                              f"-hostname {shlex.quote(identity.name)}")
-        await _run(conn, f"client assignPartition -client {shlex.quote(identity.name)} "
-                         f"-partition {shlex.quote(partition)}")
+            listing = None
+        if listing is None or partition.lower() not in _assigned(listing):
+            await _run(conn, f"client assignPartition -client {shlex.quote(identity.name)} "
+                             f"-partition {shlex.quote(partition)}")
     cfg = client_config.load()
     cfg.set_server(Server(name=server_name, address=address, port=ntls_port, certificate=stored))
     slot = cfg.add_slot(Slot(server=server_name, partition=partition))
@@ -138,9 +140,19 @@ async def _exchange(*, address: str, ssh_port: int, admin_password: str, identit
                          registered=registered)
 
 
+def _assigned(listing: str) -> set[str]:
+    """The partition names `client show` lists for a client."""
+    for line in listing.splitlines():
+        label, _, value = line.partition(":")
+        if label.strip().lower() == "partitions":
+            names = {p.strip().strip("'\"").lower() for p in value.split(",")}
+            return names - {"", "(none)"}
+    return set()
+
+
 async def _client_exists(conn: asyncssh.SSHClientConnection, name: str) -> bool:
-    listing = await _run(conn, "client list")
-    return any(name.lower() == word.strip().lower() for line in listing.splitlines() for word in line.split(":")[-1:])
+    listing = await _run(conn, "client list")  # "registered client 1: NAME" per client
+    return any(line.partition(":")[2].strip().lower() == name.lower() for line in listing.splitlines())
 
 
 def connect(*, address: str, ssh_port: int, ntls_port: int, admin_password: str, partition: str,

@@ -8,6 +8,9 @@ the NTLS server certificate, always there to download.
 
 from __future__ import annotations
 
+import errno
+import os
+
 import posixpath
 import stat
 import time
@@ -35,6 +38,16 @@ class _Upload:
 class _Download:
     name: str
     data: bytes
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Only what asyncssh's server asks of a file: where data and holes are (the file has no holes)."""
+        if whence == getattr(os, "SEEK_DATA", -1):
+            if offset >= len(self.data):
+                raise OSError(errno.ENXIO, "no data after this offset")
+            return offset
+        if whence == getattr(os, "SEEK_HOLE", -1):
+            return len(self.data)
+        raise OSError(errno.EINVAL, "a download is read by offset")
 
 
 def _parse_time(stored: str) -> int:
