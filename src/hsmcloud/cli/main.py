@@ -129,13 +129,14 @@ def token(
 
 
 def _register_subcommands() -> None:
-    from hsmcloud.cli import hsm, network, operator, payshield, quota
+    from hsmcloud.cli import hsm, network, operator, payshield, pkcs11, quota
 
     app.add_typer(operator.app, name="operator")
     app.add_typer(hsm.app, name="hsm")
     app.add_typer(network.app, name="network")
     app.add_typer(quota.app, name="quota")
     app.add_typer(payshield.app, name="payshield")
+    app.add_typer(pkcs11.app, name="pkcs11")
 
 
 _register_subcommands()

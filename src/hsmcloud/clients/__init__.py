@@ -1,0 +1,1 @@
+"""Tenant-side clients of the appliances."""
