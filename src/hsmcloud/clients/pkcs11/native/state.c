@@ -36,8 +36,6 @@ typedef struct hc_session {
 
 struct hc_state {
     hc_config cfg;
-    OSSL_LIB_CTX *libctx;
-    OSSL_PROVIDER *provider;
     uint64_t application_id;
     hc_server **servers;
     size_t nservers;
@@ -55,6 +53,27 @@ static hc_state *g_state;
 static int g_initialized; /* read and written with __atomic builtins */
 static long g_inflight;
 static pid_t g_pid;
+
+/* One OpenSSL library context for the life of the process, our own so that the host's OpenSSL
+ * configuration (engines, providers such as a PKCS#11 provider pointing back at this library)
+ * never reaches our TLS. It is kept across C_Finalize: OpenSSL keeps per-thread caches for each
+ * context it has seen, so a new context per C_Initialize would grow the process a little every
+ * cycle. */
+static pthread_once_t libctx_once = PTHREAD_ONCE_INIT;
+static OSSL_LIB_CTX *g_libctx;
+
+static void make_libctx(void)
+{
+    OSSL_LIB_CTX *l;
+    ERR_set_mark();
+    l = OSSL_LIB_CTX_new();
+    if (l != NULL && OSSL_PROVIDER_load(l, "default") == NULL) {
+        OSSL_LIB_CTX_free(l);
+        l = NULL;
+    }
+    ERR_pop_to_mark();
+    g_libctx = l;
+}
 
 /* ---- state ---- */
 
@@ -91,9 +110,6 @@ static void state_free(hc_state *st)
     free(st->slots);
     hc_config_free(&st->cfg);
     hc_mutex_free(st->lock);
-    if (st->provider != NULL)
-        OSSL_PROVIDER_unload(st->provider);
-    OSSL_LIB_CTX_free(st->libctx);
     free(st);
 }
 
@@ -123,13 +139,10 @@ static CK_RV state_new(hc_state **out)
     if (cr == HC_CONFIG_ABSENT)
         hc_log("C_Initialize: %s; the library offers no slots", error);
 
-    /* A library context of our own: the host's OpenSSL configuration (engines, providers such as
-     * a PKCS#11 provider pointing back at this library) never reaches our TLS. */
+    pthread_once(&libctx_once, make_libctx);
     ERR_set_mark();
-    st->libctx = OSSL_LIB_CTX_new();
-    st->provider = st->libctx ? OSSL_PROVIDER_load(st->libctx, "default") : NULL;
-    if (st->provider == NULL || RAND_bytes_ex(st->libctx, (unsigned char *)&st->application_id,
-                                              sizeof st->application_id, 0) != 1) {
+    if (g_libctx == NULL ||
+        RAND_bytes_ex(g_libctx, (unsigned char *)&st->application_id, sizeof st->application_id, 0) != 1) {
         ERR_pop_to_mark();
         hc_log("C_Initialize: OpenSSL's default provider is not available");
         state_free(st);
@@ -147,7 +160,7 @@ static CK_RV state_new(hc_state **out)
         }
         st->nservers = st->cfg.nservers;
         for (size_t i = 0; i < st->nservers; i++) {
-            st->servers[i] = hc_server_new(&st->cfg, i, st->libctx, st->application_id);
+            st->servers[i] = hc_server_new(&st->cfg, i, g_libctx, st->application_id);
             if (st->servers[i] == NULL) {
                 state_free(st);
                 return CKR_HOST_MEMORY;

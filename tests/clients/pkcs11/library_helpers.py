@@ -1,0 +1,124 @@
+"""Helpers for the PKCS#11 library tests: building the C test programs, client configurations and
+certificates, and running a program with its environment.
+
+Debian packages the tests use (the suite skips, saying which, when one is missing):
+gcc and libssl-dev (to build the library and the C test programs), opensc (pkcs11-tool).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hsmcloud.clients.pkcs11.module_path import module_path
+
+HERE = Path(__file__).resolve().parent
+NATIVE = Path(__file__).resolve().parents[3] / "src" / "hsmcloud" / "clients" / "pkcs11" / "native"
+#: Guards against a hung program; never an assertion about speed.
+GUARD_SECONDS = 300
+
+
+def build_program(name: str, out_dir: Path) -> Path:
+    """Compiles tests/clients/pkcs11/<name>.c against the library's own header."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (Debian: apt-get install gcc); the C test programs need it")
+    exe = out_dir / name
+    if not exe.exists():
+        result = subprocess.run(
+            [gcc, "-Wall", "-Wextra", "-Werror", "-O1", "-g", f"-I{NATIVE}", "-o", str(exe), str(HERE / f"{name}.c"),
+             "-ldl", "-lpthread"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    return exe
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(kw_only=True)
+class Identity:
+    """A certificate and its key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+    def cert_pem(self) -> bytes:
+        return self.cert.read_bytes()
+
+
+def make_identity(directory: Path, name: str) -> Identity:
+    """A self-signed EC P-256 certificate for `name`, valid now."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}Key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return Identity(cert=cert_path, key=key_path)
+
+
+@dataclass(kw_only=True)
+class ServerEntry:
+    name: str
+    address: str
+    port: int
+    certificate: Path
+
+
+def write_config(path: Path, *, client: Identity | None, servers: list[ServerEntry],
+                 slots: list[tuple[str, str]], receive_timeout: int | None = None) -> Path:
+    """A client configuration in the shared format ([client], [server NAME], [slot] sections)."""
+    lines = ["# written by the test suite", "[client]", "name = testclient"]
+    if client is not None:
+        lines += [f"certificate = {client.cert}", f"private_key = {client.key}"]
+    if receive_timeout is not None:
+        lines.append(f"receive_timeout_seconds = {receive_timeout}")
+    for s in servers:
+        lines += ["", f"[server {s.name}]", f"address = {s.address}", f"port = {s.port}",
+                  f"certificate = {s.certificate}"]
+    for server, partition in slots:
+        lines += ["", "[slot]", f"server = {server}", f"partition = {partition}"]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def library_env(*, conf: Path | None = None, log: Path | None = None, home: Path | None = None,
+                **extra: str) -> dict[str, str]:
+    """The environment a program loading the library gets: only the variables it documents."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HSMCLOUD_CONF", "HSMCLOUD_CLIENT_HOME", "HSMCLOUD_PKCS11_LOG")}
+    if conf is not None:
+        env["HSMCLOUD_CONF"] = str(conf)
+    if log is not None:
+        env["HSMCLOUD_PKCS11_LOG"] = str(log)
+    if home is not None:
+        env["HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def run(argv: list[str], env: dict[str, str], timeout: float = GUARD_SECONDS) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], env=env, capture_output=True, text=True, timeout=timeout)
