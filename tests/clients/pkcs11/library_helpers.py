@@ -7,10 +7,12 @@ gcc and libssl-dev (to build the library and the C test programs), opensc (pkcs1
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,3 +124,83 @@ def library_env(*, conf: Path | None = None, log: Path | None = None, home: Path
 
 def run(argv: list[str], env: dict[str, str], timeout: float = GUARD_SECONDS) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ---- a real appliance (the Luna core behind its NTLS listener), in its own process ----
+
+#: Before the NTLS server is merged, point these at a checkout that has it (its src/ and python).
+APPLIANCE_PYTHON = os.environ.get("HSMCLOUD_TEST_APPLIANCE_PYTHON", sys.executable)
+APPLIANCE_SRC = os.environ.get("HSMCLOUD_TEST_APPLIANCE_SRC")
+PO_PIN = "po-pin-0001"
+CO_PIN = "co-pin-0001"
+CU_PIN = "cu-pin-0001"
+
+
+def _appliance_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if APPLIANCE_SRC:
+        env["PYTHONPATH"] = APPLIANCE_SRC
+    return env
+
+
+def ntls_server_missing() -> str | None:
+    """Why no appliance with an NTLS listener can run here, or None."""
+    probe = subprocess.run(
+        [APPLIANCE_PYTHON, "-c", "import hsmcloud.appliances.luna.ntls.server, hsmcloud.appliances.luna.ntls.dispatcher"],
+        env=_appliance_env(), capture_output=True, text=True)
+    if probe.returncode != 0:
+        return ("the appliance's NTLS listener (hsmcloud.appliances.luna.ntls) is not in this tree yet: "
+                + (probe.stderr.strip().splitlines() or ["import failed"])[-1])
+    return None
+
+
+@dataclass(kw_only=True)
+class Appliance:
+    """A running appliance and a client configuration that reaches it."""
+
+    port: int
+    server_pem: Path
+    serials: dict[str, str]
+    client: Identity
+    conf: Path
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def start_appliance(tmp: Path, *, partitions: list[tuple[str, bool]], receive_timeout: int | None = None) -> Appliance:
+    """An appliance with `partitions` ((name, ready) pairs) and a client assigned to all of them;
+    the configuration's slots are the partitions in order, by name."""
+    reason = ntls_server_missing()
+    if reason:
+        pytest.skip(reason)
+    client = make_identity(tmp / "client", "libclient")
+    spec = {"state_dir": str(tmp / "appliance"), "client_name": "libclient", "client_cert": str(client.cert),
+            "partitions": [{"name": n, "ready": r} for n, r in partitions],
+            "po_pin": PO_PIN, "co_pin": CO_PIN, "cu_pin": CU_PIN}
+    (tmp / "appliance").mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([APPLIANCE_PYTHON, str(HERE / "ntls_appliance.py"), json.dumps(spec)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=_appliance_env())
+    line = process.stdout.readline()
+    if not line:
+        process.wait(timeout=30)
+        raise AssertionError(f"the appliance did not start: {process.stderr.read()}")
+    info = json.loads(line)
+    conf = write_config(tmp / "client.conf", client=client,
+                        servers=[ServerEntry(name="hsm1", address="127.0.0.1", port=info["port"],
+                                             certificate=Path(info["server_pem"]))],
+                        slots=[("hsm1", name) for name, _ in partitions], receive_timeout=receive_timeout)
+    return Appliance(port=info["port"], server_pem=Path(info["server_pem"]), serials=info["serials"], client=client,
+                     conf=conf, process=process)
