@@ -1,1 +1,0 @@
-"""Tenant-side clients of the appliances."""
