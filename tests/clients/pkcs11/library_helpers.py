@@ -179,15 +179,17 @@ class Appliance:
         self.process.wait()
 
 
-def start_appliance(tmp: Path, *, partitions: list[tuple[str, bool]], receive_timeout: int | None = None) -> Appliance:
-    """An appliance with `partitions` ((name, ready) pairs) and a client assigned to all of them;
-    the configuration's slots are the partitions in order, by name."""
+def start_appliance(tmp: Path, *, partitions: list[tuple], receive_timeout: int | None = None) -> Appliance:
+    """An appliance with `partitions` ((name, ready[, assigned]) tuples: initialized with PINs or
+    not, assigned to the client or not, by default assigned); the configuration's slots are the
+    partitions in order, by name."""
     reason = ntls_server_missing()
     if reason:
         pytest.skip(reason)
     client = make_identity(tmp / "client", "libclient")
     spec = {"state_dir": str(tmp / "appliance"), "client_name": "libclient", "client_cert": str(client.cert),
-            "partitions": [{"name": n, "ready": r} for n, r in partitions],
+            "partitions": [{"name": p[0], "ready": p[1], "assigned": p[2] if len(p) > 2 else True}
+                           for p in partitions],
             "po_pin": PO_PIN, "co_pin": CO_PIN, "cu_pin": CU_PIN}
     (tmp / "appliance").mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([APPLIANCE_PYTHON, str(HERE / "ntls_appliance.py"), json.dumps(spec)],
@@ -201,6 +203,6 @@ def start_appliance(tmp: Path, *, partitions: list[tuple[str, bool]], receive_ti
     conf = write_config(tmp / "client.conf", client=client,
                         servers=[ServerEntry(name="hsm1", address="127.0.0.1", port=info["port"],
                                              certificate=Path(info["server_pem"]))],
-                        slots=[("hsm1", name) for name, _ in partitions], receive_timeout=receive_timeout)
+                        slots=[("hsm1", p[0]) for p in partitions], receive_timeout=receive_timeout)
     return Appliance(port=info["port"], server_pem=Path(info["server_pem"]), serials=info["serials"], client=client,
                      conf=conf, process=process)

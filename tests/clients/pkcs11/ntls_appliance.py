@@ -3,11 +3,11 @@ library tests (so the appliance's Python never shares a GIL with the program und
 
     python ntls_appliance.py SPEC_JSON
 
-SPEC_JSON: {"state_dir", "client_name", "client_cert", "partitions": [{"name", "ready"}],
+SPEC_JSON: {"state_dir", "client_name", "client_cert", "partitions": [{"name", "ready", "assigned"}],
 "po_pin", "co_pin", "cu_pin"}. The HSM is initialized through its shell; "ready" partitions are
 initialized with PO, CO and CU PINs and partition policy 21 (PIN change after set) off, the
 others left uninitialized (C_InitToken's job). The client certificate is registered and assigned
-to every partition. Prints one JSON line ({"port", "server_pem", "serials"}), then serves until
+to every partition marked "assigned". Prints one JSON line ({"port", "server_pem", "serials"}), then serves until
 its standard input closes, and exits.
 """
 from __future__ import annotations
@@ -72,8 +72,9 @@ def main() -> None:
             parts.init_role(serial, Role.CRYPTO_USER, spec["cu_pin"], by=co)
     core.clients.register(spec["client_name"], certificate_pem=Path(spec["client_cert"]).read_bytes(),
                           hostname=spec["client_name"])
-    for serial in serials.values():
-        core.clients.assign(spec["client_name"], serial)
+    for p in spec["partitions"]:
+        if p["assigned"]:
+            core.clients.assign(spec["client_name"], serials[p["name"]])
     server_pem = Path(spec["state_dir"]) / "server.pem"
     server_pem.write_text(core.clients.server_certificate().certificate_pem)
     server = NtlsServer(core, NtlsDispatcher)

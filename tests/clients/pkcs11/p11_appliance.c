@@ -1,7 +1,7 @@
 /*
  * Checks of the hsmcloud PKCS#11 library against a real appliance (tests/clients/pkcs11/
  * test_library_appliance.py starts one). Slot 0 is a ready partition (Crypto Officer PIN in
- * $HSMCLOUD_TEST_CO_PIN), slot 1 an uninitialized one.
+ * $HSMCLOUD_TEST_CO_PIN), slot 1 an uninitialized one, slot 2 one not assigned to this client.
  *
  *     p11_appliance MODULE CHECK [ARGS...]
  *
@@ -95,7 +95,13 @@ static void check_tokens(void)
     CK_SLOT_INFO slot_info;
 
     EXPECT_RV("C_GetSlotList(tokenPresent)", p11->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
-    EXPECT("both partitions have a token", n == 2 && slots[0] == 0 && slots[1] == 1);
+    EXPECT("the assigned partitions have a token", n == 2 && slots[0] == 0 && slots[1] == 1);
+    n = 4;
+    EXPECT_RV("C_GetSlotList(all)", p11->C_GetSlotList(CK_FALSE, slots, &n), CKR_OK);
+    EXPECT("three configured slots", n == 3);
+    EXPECT_RV("C_GetSlotInfo(unassigned)", p11->C_GetSlotInfo(2, &slot_info), CKR_OK);
+    EXPECT("no token in the unassigned slot", !(slot_info.flags & CKF_TOKEN_PRESENT));
+    EXPECT_RV("C_GetTokenInfo(unassigned)", p11->C_GetTokenInfo(2, &info), CKR_TOKEN_NOT_PRESENT);
     EXPECT_RV("C_GetSlotInfo", p11->C_GetSlotInfo(0, &slot_info), CKR_OK);
     EXPECT("token present in slot 0", slot_info.flags & CKF_TOKEN_PRESENT);
     EXPECT_RV("C_GetTokenInfo(0)", p11->C_GetTokenInfo(0, &info), CKR_OK);

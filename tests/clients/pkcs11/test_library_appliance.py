@@ -25,7 +25,7 @@ def p11_appliance(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def appliance(tmp_path):
-    a = start_appliance(tmp_path, partitions=[("app1", True), ("blank", False)])
+    a = start_appliance(tmp_path, partitions=[("app1", True), ("blank", False), ("notmine", True, False)])
     yield a
     a.stop()
 
