@@ -96,6 +96,14 @@ def test_only_pkcs11_entry_points_are_exported():
     assert len(names) == 92  # 68 of v2.40 and the 24 v3.0 adds
 
 
+def test_the_library_is_built_from_the_current_sources():
+    """A stale build would test old code: `pip install -e .` (or `make test`) rebuilds it."""
+    built = module_path().stat().st_mtime
+    native = Path(__file__).resolve().parents[3] / "src" / "hsmcloud" / "clients" / "pkcs11" / "native"
+    newer = [p.name for p in native.iterdir() if p.suffix in (".c", ".h") and p.stat().st_mtime > built]
+    assert newer == [], f"{newer} changed after {module_path()} was built: run 'pip install -e .' again"
+
+
 def test_module_path_command_prints_the_built_library():
     result = CliRunner().invoke(app, ["pkcs11", "module-path"])
     assert result.exit_code == 0, result.output

@@ -38,7 +38,6 @@ typedef struct op {
     hc_buf req;
     hc_response resp;
     unsigned long epoch;
-    int secret; /* the request carries a PIN: wipe it */
 } op_t;
 
 static CK_RV session_begin(op_t *op, hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode)
@@ -106,10 +105,7 @@ static CK_RV slot_send(op_t *op, unsigned flags)
 
 static void op_end(op_t *op)
 {
-    if (op->secret)
-        hc_buf_wipe(&op->req);
-    else
-        hc_buf_free(&op->req);
+    hc_buf_free(&op->req);
     hc_response_free(&op->resp);
 }
 
@@ -425,7 +421,6 @@ CK_RV C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen, CK
         LEAVE(CKR_ARGUMENTS_BAD);
     rv = slot_begin(&op, st, slotID, OP_INIT_TOKEN);
     if (rv == CKR_OK) {
-        op.secret = 1;
         hc_put_opt_bytes(&op.req, pPin, ulPinLen);
         hc_put_bytes(&op.req, pLabel, 32);
         rv = slot_send(&op, 0);
@@ -547,7 +542,6 @@ CK_RV C_InitPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPin
 {
     ENTER();
     SIMPLE_SESSION_CALL(hSession, OP_INIT_PIN, {
-        op.secret = 1;
         hc_put_opt_bytes(&op.req, pPin, ulPinLen);
     });
 }
@@ -557,7 +551,6 @@ CK_RV C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulO
 {
     ENTER();
     SIMPLE_SESSION_CALL(hSession, OP_SET_PIN, {
-        op.secret = 1;
         hc_put_opt_bytes(&op.req, pOldPin, ulOldLen);
         hc_put_opt_bytes(&op.req, pNewPin, ulNewLen);
     });
@@ -567,7 +560,6 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR
 {
     ENTER();
     SIMPLE_SESSION_CALL(hSession, OP_LOGIN, {
-        op.secret = 1;
         hc_put_u64(&op.req, userType);
         hc_put_opt_bytes(&op.req, pPin, ulPinLen);
     });
@@ -604,7 +596,6 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
         LEAVE(CKR_ARGUMENTS_BAD);
     rv = session_begin(&op, st, hSession, OP_CREATE_OBJECT);
     if (rv == CKR_OK) {
-        op.secret = 1; /* a template may carry key material */
         rv = hc_put_template(&op.req, pTemplate, ulCount);
     }
     if (rv == CKR_OK)
@@ -776,7 +767,7 @@ static CK_RV init_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_ME
 
 /* A call that sends data (or nothing: has_data 0) and returns output into the caller's buffer. */
 static CK_RV output_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, int has_data, CK_BYTE_PTR data,
-                         CK_ULONG data_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len, int secret)
+                         CK_ULONG data_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
     op_t op;
     CK_RV rv;
@@ -784,7 +775,6 @@ static CK_RV output_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, int
         return CKR_ARGUMENTS_BAD;
     rv = session_begin(&op, st, h, opcode);
     if (rv == CKR_OK) {
-        op.secret = secret;
         if (has_data)
             hc_put_bytes(&op.req, data, data_len);
         hc_put_outbuf(&op.req, out, *out_len);
@@ -797,8 +787,7 @@ static CK_RV output_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, int
 }
 
 /* A call that sends data and gets nothing back but rv. */
-static CK_RV data_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_BYTE_PTR data, CK_ULONG len,
-                       int secret)
+static CK_RV data_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_BYTE_PTR data, CK_ULONG len)
 {
     op_t op;
     CK_RV rv;
@@ -806,7 +795,6 @@ static CK_RV data_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_BY
         return CKR_ARGUMENTS_BAD;
     rv = session_begin(&op, st, h, opcode);
     if (rv == CKR_OK) {
-        op.secret = secret;
         hc_put_bytes(&op.req, data, len);
         rv = session_send(&op);
     }
@@ -824,20 +812,20 @@ CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLe
                 CK_ULONG_PTR pulEncryptedDataLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_ENCRYPT, 1, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen, 1));
+    LEAVE(output_call(st, hSession, OP_ENCRYPT, 1, pData, ulDataLen, pEncryptedData, pulEncryptedDataLen));
 }
 
 CK_RV C_EncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen, CK_BYTE_PTR pEncryptedPart,
                       CK_ULONG_PTR pulEncryptedPartLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_ENCRYPT_UPDATE, 1, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen, 1));
+    LEAVE(output_call(st, hSession, OP_ENCRYPT_UPDATE, 1, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen));
 }
 
 CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastEncryptedPart, CK_ULONG_PTR pulLastEncryptedPartLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_ENCRYPT_FINAL, 0, NULL, 0, pLastEncryptedPart, pulLastEncryptedPartLen, 0));
+    LEAVE(output_call(st, hSession, OP_ENCRYPT_FINAL, 0, NULL, 0, pLastEncryptedPart, pulLastEncryptedPartLen));
 }
 
 CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
@@ -850,20 +838,20 @@ CK_RV C_Decrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedData, CK_ULONG
                 CK_ULONG_PTR pulDataLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_DECRYPT, 1, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen, 0));
+    LEAVE(output_call(st, hSession, OP_DECRYPT, 1, pEncryptedData, ulEncryptedDataLen, pData, pulDataLen));
 }
 
 CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pEncryptedPart, CK_ULONG ulEncryptedPartLen,
                       CK_BYTE_PTR pPart, CK_ULONG_PTR pulPartLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_DECRYPT_UPDATE, 1, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen, 0));
+    LEAVE(output_call(st, hSession, OP_DECRYPT_UPDATE, 1, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen));
 }
 
 CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pLastPart, CK_ULONG_PTR pulLastPartLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_DECRYPT_FINAL, 0, NULL, 0, pLastPart, pulLastPartLen, 0));
+    LEAVE(output_call(st, hSession, OP_DECRYPT_FINAL, 0, NULL, 0, pLastPart, pulLastPartLen));
 }
 
 CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism)
@@ -876,13 +864,13 @@ CK_RV C_Digest(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen
                CK_ULONG_PTR pulDigestLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_DIGEST, 1, pData, ulDataLen, pDigest, pulDigestLen, 0));
+    LEAVE(output_call(st, hSession, OP_DIGEST, 1, pData, ulDataLen, pDigest, pulDigestLen));
 }
 
 CK_RV C_DigestUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
 {
     ENTER();
-    LEAVE(data_call(st, hSession, OP_DIGEST_UPDATE, pPart, ulPartLen, 0));
+    LEAVE(data_call(st, hSession, OP_DIGEST_UPDATE, pPart, ulPartLen));
 }
 
 CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey)
@@ -894,7 +882,7 @@ CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey)
 CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest, CK_ULONG_PTR pulDigestLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_DIGEST_FINAL, 0, NULL, 0, pDigest, pulDigestLen, 0));
+    LEAVE(output_call(st, hSession, OP_DIGEST_FINAL, 0, NULL, 0, pDigest, pulDigestLen));
 }
 
 CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
@@ -907,19 +895,19 @@ CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen, 
              CK_ULONG_PTR pulSignatureLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_SIGN, 1, pData, ulDataLen, pSignature, pulSignatureLen, 0));
+    LEAVE(output_call(st, hSession, OP_SIGN, 1, pData, ulDataLen, pSignature, pulSignatureLen));
 }
 
 CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
 {
     ENTER();
-    LEAVE(data_call(st, hSession, OP_SIGN_UPDATE, pPart, ulPartLen, 0));
+    LEAVE(data_call(st, hSession, OP_SIGN_UPDATE, pPart, ulPartLen));
 }
 
 CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG_PTR pulSignatureLen)
 {
     ENTER();
-    LEAVE(output_call(st, hSession, OP_SIGN_FINAL, 0, NULL, 0, pSignature, pulSignatureLen, 0));
+    LEAVE(output_call(st, hSession, OP_SIGN_FINAL, 0, NULL, 0, pSignature, pulSignatureLen));
 }
 
 CK_RV C_SignRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
@@ -964,13 +952,13 @@ CK_RV C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen
 CK_RV C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulPartLen)
 {
     ENTER();
-    LEAVE(data_call(st, hSession, OP_VERIFY_UPDATE, pPart, ulPartLen, 0));
+    LEAVE(data_call(st, hSession, OP_VERIFY_UPDATE, pPart, ulPartLen));
 }
 
 CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature, CK_ULONG ulSignatureLen)
 {
     ENTER();
-    LEAVE(data_call(st, hSession, OP_VERIFY_FINAL, pSignature, ulSignatureLen, 0));
+    LEAVE(data_call(st, hSession, OP_VERIFY_FINAL, pSignature, ulSignatureLen));
 }
 
 CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey)
@@ -1131,7 +1119,7 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OB
 CK_RV C_SeedRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSeed, CK_ULONG ulSeedLen)
 {
     ENTER();
-    LEAVE(data_call(st, hSession, OP_SEED_RANDOM, pSeed, ulSeedLen, 0));
+    LEAVE(data_call(st, hSession, OP_SEED_RANDOM, pSeed, ulSeedLen));
 }
 
 CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR RandomData, CK_ULONG ulRandomLen)

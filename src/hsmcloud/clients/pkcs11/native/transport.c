@@ -355,6 +355,8 @@ static int read_frame(hc_conn *c, hc_response *resp)
 
 void hc_response_free(hc_response *resp)
 {
+    if (resp->data != NULL)
+        explicit_bzero(resp->data, resp->len); /* decrypted data, random, wrapped keys */
     free(resp->data);
     memset(resp, 0, sizeof *resp);
 }

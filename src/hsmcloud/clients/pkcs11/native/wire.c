@@ -1,5 +1,6 @@
 /* The NTLS v1 encoding. Integers are big-endian; attribute values and raw mechanism parameters
  * travel in this process's native layout, as HELLO declares. */
+#define _DEFAULT_SOURCE
 #include "wire.h"
 
 #include <stdlib.h>
@@ -15,21 +16,14 @@ void hc_buf_init(hc_buf *b)
     b->failed = b->data == NULL;
 }
 
+/* Requests may carry PINs, key material or data: never left behind in freed memory. */
 void hc_buf_free(hc_buf *b)
 {
+    if (b->data != NULL)
+        explicit_bzero(b->data, b->cap);
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
-}
-
-void hc_buf_wipe(hc_buf *b)
-{
-    if (b->data != NULL) {
-        volatile unsigned char *p = b->data;
-        for (size_t i = 0; i < b->cap; i++)
-            p[i] = 0;
-    }
-    hc_buf_free(b);
 }
 
 static unsigned char *reserve(hc_buf *b, size_t n)

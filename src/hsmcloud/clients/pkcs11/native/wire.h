@@ -77,9 +77,8 @@ typedef struct hc_buf {
 } hc_buf;
 
 void hc_buf_init(hc_buf *b);
+/* Zeroes the buffer, then frees it. */
 void hc_buf_free(hc_buf *b);
-/* Zeroes the buffer before freeing it (requests carrying PINs). */
-void hc_buf_wipe(hc_buf *b);
 void hc_put_u8(hc_buf *b, uint8_t v);
 void hc_put_u16(hc_buf *b, uint16_t v);
 void hc_put_u32(hc_buf *b, uint32_t v);
