@@ -179,14 +179,15 @@ class Appliance:
         self.process.wait()
 
 
-def start_appliance(tmp: Path, *, partitions: list[tuple], receive_timeout: int | None = None) -> Appliance:
+def start_appliance(tmp: Path, *, partitions: list[tuple], receive_timeout: int | None = None,
+                    client: Identity | None = None) -> Appliance:
     """An appliance with `partitions` ((name, ready[, assigned]) tuples: initialized with PINs or
     not, assigned to the client or not, by default assigned); the configuration's slots are the
     partitions in order, by name."""
     reason = ntls_server_missing()
     if reason:
         pytest.skip(reason)
-    client = make_identity(tmp / "client", "libclient")
+    client = client or make_identity(tmp / "client", "libclient")
     spec = {"state_dir": str(tmp / "appliance"), "client_name": "libclient", "client_cert": str(client.cert),
             "partitions": [{"name": p[0], "ready": p[1], "assigned": p[2] if len(p) > 2 else True}
                            for p in partitions],

@@ -588,6 +588,37 @@ static int check_appliance_lost(void)
     return 0;
 }
 
+/* ---- two appliances: slot 0 on one, slot 1 on the other (same partition serial on both) ---- */
+
+static int check_two_appliances(void)
+{
+    CK_SESSION_HANDLE s0, s1;
+    CK_SESSION_INFO info;
+    CK_OBJECT_HANDLE k0, k1;
+    CK_TOKEN_INFO t0, t1;
+    CK_BYTE r[16];
+
+    EXPECT_RV("C_Initialize", p11->C_Initialize(NULL), CKR_OK);
+    EXPECT_RV("C_GetTokenInfo(0)", p11->C_GetTokenInfo(0, &t0), CKR_OK);
+    EXPECT_RV("C_GetTokenInfo(1)", p11->C_GetTokenInfo(1, &t1), CKR_OK);
+    EXPECT_RV("C_OpenSession(0)", p11->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s0), CKR_OK);
+    EXPECT_RV("C_OpenSession(1)", p11->C_OpenSession(1, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s1), CKR_OK);
+    EXPECT("distinct session handles", s0 != s1);
+    EXPECT_RV("C_Login on appliance A", login_co(s0), CKR_OK);
+    EXPECT_RV("appliance B is not logged in by A's login", p11->C_GetSessionInfo(s1, &info), CKR_OK);
+    EXPECT("B's session is public", info.state == CKS_RW_PUBLIC_SESSION && info.slotID == 1);
+    EXPECT_RV("C_Login on appliance B", login_co(s1), CKR_OK);
+    EXPECT_RV("key on A", aes_key(s0, CK_FALSE, &k0), CKR_OK);
+    EXPECT_RV("key on B", aes_key(s1, CK_FALSE, &k1), CKR_OK);
+    EXPECT_RV("C_CloseAllSessions(0)", p11->C_CloseAllSessions(0), CKR_OK);
+    EXPECT_RV("A's session is closed", p11->C_GetSessionInfo(s0, &info), CKR_SESSION_HANDLE_INVALID);
+    EXPECT_RV("B's session goes on", p11->C_GetSessionInfo(s1, &info), CKR_OK);
+    EXPECT("still slot 1, logged in", info.slotID == 1 && info.state == CKS_RW_USER_FUNCTIONS);
+    EXPECT_RV("B still generates random", p11->C_GenerateRandom(s1, r, sizeof r), CKR_OK);
+    EXPECT_RV("C_Finalize", p11->C_Finalize(NULL), CKR_OK);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -610,6 +641,8 @@ int main(int argc, char **argv)
         check_threads(argc > 3 ? atoi(argv[3]) : 16, argc > 4 ? atoi(argv[4]) : 8);
     else if (!strcmp(check, "fork"))
         check_fork();
+    else if (!strcmp(check, "two-appliances"))
+        check_two_appliances();
     else if (!strcmp(check, "appliance-lost"))
         check_appliance_lost();
     else {

@@ -13,7 +13,8 @@ import pytest
 
 from hsmcloud.clients.pkcs11.module_path import module_path
 
-from .library_helpers import CO_PIN, CU_PIN, PO_PIN, build_program, library_env, run, start_appliance
+from .library_helpers import (CO_PIN, CU_PIN, PO_PIN, ServerEntry, build_program, library_env, run, start_appliance,
+                              write_config)
 
 NEW_SO_PIN = "fresh-so-pin-1"
 
@@ -75,6 +76,23 @@ def test_the_appliance_going_away_is_a_device_error_then_invalid_sessions(p11_ap
             proc.kill()
     assert proc.returncode == 0 and "ok appliance-lost" in out, out + err
     assert "dropped" in log.read_text() or "closed an idle connection" in log.read_text()
+
+
+def test_two_appliances_keep_their_sessions_and_logins_apart(p11_appliance, tmp_path):
+    first = start_appliance(tmp_path / "a", partitions=[("app1", True)])
+    # one client certificate registered on both appliances, as `hsmcloud client connect` does
+    second = start_appliance(tmp_path / "b", partitions=[("app1", True)], client=first.client)
+    try:
+        conf = write_config(tmp_path / "both.conf", client=first.client,
+                            servers=[ServerEntry(name="A", address="127.0.0.1", port=first.port,
+                                                 certificate=first.server_pem),
+                                     ServerEntry(name="B", address="127.0.0.1", port=second.port,
+                                                 certificate=second.server_pem)],
+                            slots=[("A", "app1"), ("B", "app1")])
+        check(p11_appliance, "two-appliances", library_env(conf=conf, HSMCLOUD_TEST_CO_PIN=CO_PIN))
+    finally:
+        first.stop()
+        second.stop()
 
 
 def pkcs11_tool() -> str:
