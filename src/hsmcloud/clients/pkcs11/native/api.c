@@ -8,6 +8,7 @@
 #pragma GCC visibility pop
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -238,27 +239,30 @@ CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PT
 {
     ENTER();
     size_t n = hc_slot_count(st), found = 0;
-    int present[n > 0 ? n : 1];
-    CK_SLOT_ID ids[n > 0 ? n : 1];
+    int *present;
+    CK_RV rv = CKR_OK;
 
     if (pulCount == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    present = calloc(n > 0 ? n : 1, sizeof *present);
+    if (present == NULL)
+        LEAVE(CKR_HOST_MEMORY);
     if (tokenPresent)
         hc_slots_present(st, present);
     for (size_t i = 0; i < n; i++)
         if (!tokenPresent || present[i])
-            ids[found++] = (CK_SLOT_ID)i;
-    if (pSlotList == NULL) {
-        *pulCount = found;
-        LEAVE(CKR_OK);
+            found++;
+    if (pSlotList != NULL && *pulCount < found) {
+        rv = CKR_BUFFER_TOO_SMALL;
+    } else if (pSlotList != NULL) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!tokenPresent || present[i])
+                pSlotList[k++] = (CK_SLOT_ID)i;
     }
-    if (*pulCount < found) {
-        *pulCount = found;
-        LEAVE(CKR_BUFFER_TOO_SMALL);
-    }
-    memcpy(pSlotList, ids, found * sizeof ids[0]);
     *pulCount = found;
-    LEAVE(CKR_OK);
+    free(present);
+    LEAVE(rv);
 }
 
 CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)

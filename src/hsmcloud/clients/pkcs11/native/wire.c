@@ -381,7 +381,9 @@ CK_RV hc_read_attribute_results(hc_reader *r, CK_RV rv, CK_ATTRIBUTE *t, CK_ULON
             const unsigned char *p = hc_get_bytes(r, &len);
             if (r->failed)
                 return CKR_DEVICE_ERROR;
-            if (t[i].pValue != NULL && len <= t[i].ulValueLen) {
+            if (t[i].pValue == NULL) { /* a size query the appliance answered with the value */
+                t[i].ulValueLen = (CK_ULONG)len;
+            } else if (len <= t[i].ulValueLen) {
                 if (len > 0)
                     memcpy(t[i].pValue, p, len);
                 t[i].ulValueLen = (CK_ULONG)len;
