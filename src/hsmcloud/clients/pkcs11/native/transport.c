@@ -184,6 +184,7 @@ static SSL_CTX *make_context(hc_server *s, const hc_config *cfg, const hc_server
     s->ctx = ctx;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    SSL_CTX_set_read_ahead(ctx, 1); /* one recv() per response instead of one per record part */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     /* The pinned certificate is a trust anchor even though no CA issued it. */
     X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx), X509_V_FLAG_PARTIAL_CHAIN);
@@ -494,7 +495,7 @@ static int idle_conn_alive(hc_conn *c)
     size_t got = 0;
     char byte;
 
-    if (SSL_pending(c->ssl) > 0)
+    if (SSL_has_pending(c->ssl))
         return 0;
     if (poll(&p, 1, 0) == 0)
         return 1;
