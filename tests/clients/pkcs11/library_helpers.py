@@ -174,6 +174,12 @@ class Appliance:
                 self.process.kill()
                 self.process.wait()
 
+    def revoke(self, partition: str) -> None:
+        """Revokes the client's assignment of `partition` (by name) on the appliance."""
+        self.process.stdin.write(f"revoke {partition}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "done"
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()

@@ -8,7 +8,8 @@ SPEC_JSON: {"state_dir", "client_name", "client_cert", "partitions": [{"name", "
 initialized with PO, CO and CU PINs and partition policy 21 (PIN change after set) off, the
 others left uninitialized (C_InitToken's job). The client certificate is registered and assigned
 to every partition marked "assigned". Prints one JSON line ({"port", "server_pem", "serials"}), then serves until
-its standard input closes, and exits.
+its standard input closes, and exits. A line "revoke NAME" on standard input revokes the client's
+assignment of partition NAME (as `client revokePartition` does) and answers "done".
 """
 from __future__ import annotations
 
@@ -81,7 +82,11 @@ def main() -> None:
     port = server.start("127.0.0.1", 0)
     print(json.dumps({"port": port, "server_pem": str(server_pem), "serials": serials}), flush=True)
     try:
-        sys.stdin.read()
+        for line in sys.stdin:
+            words = line.split()
+            if words[:1] == ["revoke"]:
+                core.clients.revoke(spec["client_name"], serials[words[1]])
+                print("done", flush=True)
     finally:
         server.stop()
         core.close()

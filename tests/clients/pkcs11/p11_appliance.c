@@ -588,6 +588,34 @@ static int check_appliance_lost(void)
     return 0;
 }
 
+/* ---- the partition's assignment is revoked while the library runs ---- */
+
+static int check_revoked(void)
+{
+    CK_TOKEN_INFO info;
+    CK_SLOT_INFO slot_info;
+    CK_SLOT_ID slots[4];
+    CK_ULONG n = 4;
+    CK_SESSION_HANDLE s;
+    char line[16];
+
+    EXPECT_RV("C_Initialize", p11->C_Initialize(NULL), CKR_OK);
+    EXPECT_RV("C_GetTokenInfo before", p11->C_GetTokenInfo(0, &info), CKR_OK);
+    printf("ready\n");
+    fflush(stdout);
+    if (fgets(line, sizeof line, stdin) == NULL)
+        FAILF("no go-ahead");
+    EXPECT_RV("C_GetTokenInfo after the revocation", p11->C_GetTokenInfo(0, &info), CKR_TOKEN_NOT_PRESENT);
+    EXPECT_RV("C_OpenSession after the revocation",
+              p11->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &s), CKR_TOKEN_NOT_PRESENT);
+    EXPECT_RV("C_GetSlotInfo", p11->C_GetSlotInfo(0, &slot_info), CKR_OK);
+    EXPECT("no token", !(slot_info.flags & CKF_TOKEN_PRESENT));
+    EXPECT_RV("C_GetSlotList(tokenPresent)", p11->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    EXPECT("only the other partition", n == 1 && slots[0] == 1);
+    EXPECT_RV("C_Finalize", p11->C_Finalize(NULL), CKR_OK);
+    return 0;
+}
+
 /* ---- two appliances: slot 0 on one, slot 1 on the other (same partition serial on both) ---- */
 
 static int check_two_appliances(void)
@@ -641,6 +669,8 @@ int main(int argc, char **argv)
         check_threads(argc > 3 ? atoi(argv[3]) : 16, argc > 4 ? atoi(argv[4]) : 8);
     else if (!strcmp(check, "fork"))
         check_fork();
+    else if (!strcmp(check, "revoked"))
+        check_revoked();
     else if (!strcmp(check, "two-appliances"))
         check_two_appliances();
     else if (!strcmp(check, "appliance-lost"))

@@ -7,6 +7,7 @@ Debian packages: gcc, libssl-dev (the C test programs), opensc (pkcs11-tool).
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,6 @@ def test_init_token_and_init_pin_on_an_uninitialized_partition(p11_appliance, ap
 
 
 def test_the_appliance_going_away_is_a_device_error_then_invalid_sessions(p11_appliance, appliance, tmp_path):
-    import subprocess
     log = tmp_path / "p11.log"
     proc = subprocess.Popen([str(p11_appliance), str(module_path()), "appliance-lost"],
                             env=library_env(conf=appliance.conf, log=log, HSMCLOUD_TEST_CO_PIN=CO_PIN),
@@ -76,6 +76,20 @@ def test_the_appliance_going_away_is_a_device_error_then_invalid_sessions(p11_ap
             proc.kill()
     assert proc.returncode == 0 and "ok appliance-lost" in out, out + err
     assert "dropped" in log.read_text() or "closed an idle connection" in log.read_text()
+
+
+def test_a_revoked_assignment_leaves_a_slot_without_a_token(p11_appliance, appliance):
+    proc = subprocess.Popen([str(p11_appliance), str(module_path()), "revoked"],
+                            env=library_env(conf=appliance.conf, HSMCLOUD_TEST_CO_PIN=CO_PIN),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        appliance.revoke("app1")
+        out, err = proc.communicate("go\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "ok revoked" in out, out + err
 
 
 def test_two_appliances_keep_their_sessions_and_logins_apart(p11_appliance, tmp_path):
