@@ -318,6 +318,94 @@ static void check_wrap_and_derive(CK_SESSION_HANDLE s)
     EXPECT("ECDH agrees", r1[0].ulValueLen == 32 && r2[0].ulValueLen == 32 && memcmp(v1, v2, 32) == 0);
 }
 
+/* Structured mechanism parameters against published known answers. */
+static void check_kdfs(CK_SESSION_HANDLE s)
+{
+    /* RFC 5869 test case 1 */
+    CK_BYTE ikm[22], salt[13], info[10], okm[64];
+    static const CK_BYTE expected_okm[42] = {
+        0x3c, 0xb2, 0x5f, 0x25, 0xfa, 0xac, 0xd5, 0x7a, 0x90, 0x43, 0x4f, 0x64, 0xd0, 0x36,
+        0x2f, 0x2a, 0x2d, 0x2d, 0x0a, 0x90, 0xcf, 0x1a, 0x5a, 0x4c, 0x5d, 0xb0, 0x2d, 0x56,
+        0xec, 0xc4, 0xc5, 0xbf, 0x34, 0x00, 0x72, 0x08, 0xd5, 0xb8, 0x87, 0x18, 0x58, 0x65};
+    /* FIPS-197 appendix C.1: AES-128 */
+    static const CK_BYTE aes_key_value[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    static const CK_BYTE block[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                      0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    static const CK_BYTE expected_block[16] = {0x69, 0xc4, 0xe0, 0xd8, 0x6a, 0x7b, 0x04, 0x30,
+                                               0xd8, 0xcd, 0xb7, 0x80, 0x70, 0xb4, 0xc5, 0x5a};
+    CK_OBJECT_CLASS secret = CKO_SECRET_KEY;
+    CK_KEY_TYPE generic = CKK_GENERIC_SECRET, aes = CKK_AES;
+    CK_ULONG len42 = 42, len16 = 16;
+    CK_OBJECT_HANDLE base, derived, aes_base;
+    CK_ATTRIBUTE base_t[] = {{CKA_CLASS, &secret, sizeof secret}, {CKA_KEY_TYPE, &generic, sizeof generic},
+                             {CKA_TOKEN, &no, 1}, {CKA_DERIVE, &yes, 1}, {CKA_VALUE, ikm, sizeof ikm}};
+    CK_ATTRIBUTE out_t[] = {{CKA_CLASS, &secret, sizeof secret}, {CKA_KEY_TYPE, &generic, sizeof generic},
+                            {CKA_VALUE_LEN, &len42, sizeof len42}, {CKA_TOKEN, &no, 1},
+                            {CKA_SENSITIVE, &no, 1}, {CKA_EXTRACTABLE, &yes, 1}};
+    CK_ATTRIBUTE aes_t[] = {{CKA_CLASS, &secret, sizeof secret}, {CKA_KEY_TYPE, &aes, sizeof aes},
+                            {CKA_TOKEN, &no, 1}, {CKA_DERIVE, &yes, 1},
+                            {CKA_VALUE, (void *)aes_key_value, sizeof aes_key_value}};
+    CK_ATTRIBUTE aes_out_t[] = {{CKA_CLASS, &secret, sizeof secret}, {CKA_KEY_TYPE, &aes, sizeof aes},
+                                {CKA_VALUE_LEN, &len16, sizeof len16}, {CKA_TOKEN, &no, 1},
+                                {CKA_SENSITIVE, &no, 1}, {CKA_EXTRACTABLE, &yes, 1}};
+    CK_ATTRIBUTE value[] = {{CKA_VALUE, okm, sizeof okm}};
+    CK_HKDF_PARAMS hkdf;
+    CK_MECHANISM m = {CKM_HKDF_DERIVE, &hkdf, sizeof hkdf};
+    CK_KEY_DERIVATION_STRING_DATA ecb_data = {(CK_BYTE_PTR)block, sizeof block};
+    CK_AES_CBC_ENCRYPT_DATA_PARAMS cbc_data;
+    CK_MECHANISM ecb = {CKM_AES_ECB_ENCRYPT_DATA, &ecb_data, sizeof ecb_data};
+    CK_MECHANISM cbc = {CKM_AES_CBC_ENCRYPT_DATA, &cbc_data, sizeof cbc_data};
+
+    memset(ikm, 0x0b, sizeof ikm);
+    for (int i = 0; i < 13; i++)
+        salt[i] = (CK_BYTE)i;
+    for (int i = 0; i < 10; i++)
+        info[i] = (CK_BYTE)(0xf0 + i);
+    hkdf = (CK_HKDF_PARAMS){CK_TRUE, CK_TRUE, CKM_SHA256, CKF_HKDF_SALT_DATA, salt, sizeof salt, 0, info, sizeof info};
+    EXPECT_RV("C_CreateObject HKDF input key", p11->C_CreateObject(s, base_t, 5, &base), CKR_OK);
+    EXPECT_RV("C_DeriveKey HKDF", p11->C_DeriveKey(s, &m, base, out_t, 6, &derived), CKR_OK);
+    EXPECT_RV("HKDF output", p11->C_GetAttributeValue(s, derived, value, 1), CKR_OK);
+    EXPECT("HKDF matches RFC 5869 test case 1", value[0].ulValueLen == 42 && memcmp(okm, expected_okm, 42) == 0);
+
+    EXPECT_RV("C_CreateObject AES base key", p11->C_CreateObject(s, aes_t, 5, &aes_base), CKR_OK);
+    EXPECT_RV("C_DeriveKey AES-ECB encrypt data", p11->C_DeriveKey(s, &ecb, aes_base, aes_out_t, 6, &derived), CKR_OK);
+    value[0].ulValueLen = sizeof okm;
+    EXPECT_RV("ECB-derived value", p11->C_GetAttributeValue(s, derived, value, 1), CKR_OK);
+    EXPECT("AES-ECB encrypt data matches FIPS-197", value[0].ulValueLen == 16 && memcmp(okm, expected_block, 16) == 0);
+    memset(cbc_data.iv, 0, sizeof cbc_data.iv); /* zero IV: one CBC block is the ECB block */
+    cbc_data.pData = (CK_BYTE_PTR)block;
+    cbc_data.length = sizeof block;
+    EXPECT_RV("C_DeriveKey AES-CBC encrypt data", p11->C_DeriveKey(s, &cbc, aes_base, aes_out_t, 6, &derived), CKR_OK);
+    value[0].ulValueLen = sizeof okm;
+    EXPECT_RV("CBC-derived value", p11->C_GetAttributeValue(s, derived, value, 1), CKR_OK);
+    EXPECT("AES-CBC encrypt data matches FIPS-197", value[0].ulValueLen == 16 && memcmp(okm, expected_block, 16) == 0);
+}
+
+static void check_eddsa(CK_SESSION_HANDLE s)
+{
+    static const CK_BYTE ed25519_oid[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+    CK_MECHANISM gen = {CKM_EC_EDWARDS_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)ed25519_oid, sizeof ed25519_oid}, {CKA_TOKEN, &no, 1},
+                         {CKA_VERIFY, &yes, 1}};
+    CK_ATTRIBUTE st[] = {{CKA_TOKEN, &no, 1}, {CKA_SIGN, &yes, 1}};
+    CK_OBJECT_HANDLE pub, priv;
+    CK_EDDSA_PARAMS plain_params = {CK_FALSE, 0, NULL};
+    CK_MECHANISM pure = {CKM_EDDSA, NULL, 0}, with_params = {CKM_EDDSA, &plain_params, sizeof plain_params};
+    CK_BYTE sig[128], sig2[128], data[] = "ed25519 message";
+    CK_ULONG n = sizeof sig, n2 = sizeof sig2;
+
+    EXPECT_RV("C_GenerateKeyPair Ed25519", p11->C_GenerateKeyPair(s, &gen, pt, 3, st, 2, &pub, &priv), CKR_OK);
+    EXPECT_RV("C_SignInit EdDSA", p11->C_SignInit(s, &pure, priv), CKR_OK);
+    EXPECT_RV("C_Sign EdDSA", p11->C_Sign(s, data, sizeof data, sig, &n), CKR_OK);
+    EXPECT("Ed25519 signature is 64 bytes", n == 64);
+    EXPECT_RV("C_VerifyInit EdDSA", p11->C_VerifyInit(s, &pure, pub), CKR_OK);
+    EXPECT_RV("C_Verify EdDSA", p11->C_Verify(s, data, sizeof data, sig, n), CKR_OK);
+    /* CK_EDDSA_PARAMS without prehash or context is plain Ed25519, which is deterministic */
+    EXPECT_RV("C_SignInit EdDSA with CK_EDDSA_PARAMS", p11->C_SignInit(s, &with_params, priv), CKR_OK);
+    EXPECT_RV("C_Sign EdDSA with CK_EDDSA_PARAMS", p11->C_Sign(s, data, sizeof data, sig2, &n2), CKR_OK);
+    EXPECT("the same signature", n2 == n && memcmp(sig, sig2, n) == 0);
+}
+
 static void check_objects_and_random(CK_SESSION_HANDLE s)
 {
     CK_OBJECT_CLASS data_class = CKO_DATA;
@@ -376,6 +464,8 @@ static int check_basics(void)
     check_ec(s);
     check_rsa(s);
     check_wrap_and_derive(s);
+    check_kdfs(s);
+    check_eddsa(s);
     check_objects_and_random(s);
 
     EXPECT_RV("C_Logout", p11->C_Logout(s), CKR_OK);
