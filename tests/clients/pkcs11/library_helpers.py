@@ -30,18 +30,38 @@ NATIVE = Path(__file__).resolve().parents[3] / "src" / "hsmcloud" / "clients" / 
 GUARD_SECONDS = 300
 
 
-def build_program(name: str, out_dir: Path) -> Path:
-    """Compiles tests/clients/pkcs11/<name>.c against the library's own header."""
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
+def build_program(name: str, out_dir: Path, *, sanitize: bool = False) -> Path:
+    """Compiles tests/clients/pkcs11/<name>.c against the library's own header (with
+    AddressSanitizer and UBSan when `sanitize`)."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed (Debian: apt-get install gcc); the C test programs need it")
-    exe = out_dir / name
+    exe = out_dir / (name + ("-asan" if sanitize else ""))
     if not exe.exists():
         result = subprocess.run(
-            [gcc, "-Wall", "-Wextra", "-Werror", "-O1", "-g", f"-I{NATIVE}", "-o", str(exe), str(HERE / f"{name}.c"),
-             "-ldl", "-lpthread"], capture_output=True, text=True)
+            [gcc, "-Wall", "-Wextra", "-Werror", "-O1", "-g", *(SANITIZE if sanitize else []), f"-I{NATIVE}",
+             "-o", str(exe), str(HERE / f"{name}.c"), "-ldl", "-lpthread"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
     return exe
+
+
+def build_sanitized_library(out_dir: Path) -> Path:
+    """The library built from the same sources with AddressSanitizer and UBSan."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (Debian: apt-get install gcc)")
+    lib = out_dir / "libhsmcloud_pkcs11-asan.so"
+    result = subprocess.run(
+        [gcc, "-Wall", "-Wextra", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-shared", *SANITIZE, "-o", str(lib),
+         *sorted(str(p) for p in NATIVE.glob("*.c")), "-lssl", "-lcrypto", "-lpthread"],
+        capture_output=True, text=True)
+    if result.returncode != 0 and "asan" in result.stderr.lower():
+        pytest.skip(f"gcc cannot build with AddressSanitizer here: {result.stderr.strip()[-200:]}")
+    assert result.returncode == 0, result.stderr
+    return lib
 
 
 def free_port() -> int:

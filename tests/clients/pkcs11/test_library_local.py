@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from hsmcloud.cli.main import app
 from hsmcloud.clients.pkcs11.module_path import module_path
 
-from .library_helpers import (ServerEntry, build_program, free_port, library_env, make_identity, run,
-                              write_config)
+from .library_helpers import (ServerEntry, build_program, build_sanitized_library, free_port, library_env,
+                              make_identity, run, write_config)
 
 CKR_OK = 0x0
 CKR_GENERAL_ERROR = 0x5
@@ -81,6 +81,23 @@ def test_initialize_finalize_cycles_leave_nothing_behind(p11_local, unreachable_
 
 def test_forked_child_must_initialize_again(p11_local, unreachable_conf):
     check(p11_local, "fork", library_env(conf=unreachable_conf))
+
+
+@pytest.mark.parametrize("name, args", [("not-initialized", ()), ("init-args", ()), ("errors", ()),
+                                        ("cycles", ("30",)), ("fork", ())])
+def test_no_memory_error_or_leak_under_address_sanitizer(tmp_path_factory, unreachable_conf, name, args):
+    """The same checks with the library and the program built with ASan and UBSan (leaks included)."""
+    out = tmp_path_factory.getbasetemp() / "asan"
+    out.mkdir(exist_ok=True)
+    lib = out / "libhsmcloud_pkcs11-asan.so"
+    if not lib.exists():
+        build_sanitized_library(out)
+    program = build_program("p11_local", out, sanitize=True)
+    env = library_env(conf=unreachable_conf, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+                      UBSAN_OPTIONS="print_stacktrace=1")
+    result = run([program, lib, name, *args], env)
+    assert result.returncode == 0 and f"ok {name}" in result.stdout, result.stdout + result.stderr
+    assert "Sanitizer" not in result.stderr, result.stderr
 
 
 def test_only_pkcs11_entry_points_are_exported():

@@ -19,7 +19,8 @@ void hc_log_open(void)
     const char *path = getenv("HSMCLOUD_PKCS11_LOG");
     if (log_fd >= 0 || path == NULL || path[0] == '\0')
         return;
-    log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    /* O_NOFOLLOW: a symbolic link planted at the path is refused, not written through */
+    log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 }
 
 void hc_log_close(void)
