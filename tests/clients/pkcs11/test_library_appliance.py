@@ -14,8 +14,8 @@ import pytest
 
 from hsmcloud.clients.pkcs11.module_path import module_path
 
-from .library_helpers import (CO_PIN, CU_PIN, PO_PIN, ServerEntry, build_program, library_env, run, start_appliance,
-                              write_config)
+from .library_helpers import (CO_PIN, CU_PIN, PO_PIN, ServerEntry, build_program, build_sanitized_library,
+                              library_env, run, start_appliance, write_config)
 
 NEW_SO_PIN = "fresh-so-pin-1"
 
@@ -46,6 +46,16 @@ def test_the_api_end_to_end(p11_appliance, appliance, tmp_path):
     assert "C_Login -> 0xa0" in text  # the wrong PIN, by its code only
     for secret in (CO_PIN, "wrong-pin-1", PO_PIN, CU_PIN):
         assert secret not in text
+
+
+def test_no_memory_error_or_leak_under_address_sanitizer_on_the_network_path(appliance, tmp_path):
+    lib = build_sanitized_library(tmp_path)
+    program = build_program("p11_appliance", tmp_path, sanitize=True)
+    env = library_env(conf=appliance.conf, HSMCLOUD_TEST_CO_PIN=CO_PIN, ASAN_OPTIONS="detect_leaks=1")
+    for name, args in (("basics", ()), ("fork", ()), ("threads", ("16", "2"))):
+        result = run([program, lib, name, *args], env)
+        assert result.returncode == 0 and f"ok {name}" in result.stdout, result.stdout + result.stderr
+        assert "Sanitizer" not in result.stderr, result.stderr
 
 
 def test_16_threads_generate_keys_and_sign_in_many_sessions(p11_appliance, appliance):
