@@ -163,13 +163,18 @@ def _appliance_env() -> dict[str, str]:
     return env
 
 
+_PROBE = """
+import dataclasses
+from hsmcloud.appliances.luna.appliance import ApplianceConfig
+assert "ntls_port" in {f.name for f in dataclasses.fields(ApplianceConfig)}, "the Luna appliance serves no NTLS"
+"""
+
+
 def ntls_server_missing() -> str | None:
     """Why no appliance with an NTLS listener can run here, or None."""
-    probe = subprocess.run(
-        [APPLIANCE_PYTHON, "-c", "import hsmcloud.appliances.luna.ntls.server, hsmcloud.appliances.luna.ntls.dispatcher"],
-        env=_appliance_env(), capture_output=True, text=True)
+    probe = subprocess.run([APPLIANCE_PYTHON, "-c", _PROBE], env=_appliance_env(), capture_output=True, text=True)
     if probe.returncode != 0:
-        return ("the appliance's NTLS listener (hsmcloud.appliances.luna.ntls) is not in this tree yet: "
+        return ("the Luna appliance's NTLS listener is not in this tree yet: "
                 + (probe.stderr.strip().splitlines() or ["import failed"])[-1])
     return None
 
