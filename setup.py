@@ -35,14 +35,23 @@ class BuildPkcs11Library(build_ext):
         return [] if ext.name == LIBRARY else super().get_export_symbols(ext)
 
     def build_extension(self, ext) -> None:
-        if ext.name == LIBRARY:
-            compiler = self.compiler.compiler_so[0] if getattr(self.compiler, "compiler_so", None) else None
-            if compiler is not None and shutil.which(compiler) is None:
-                raise CompileError(f"{NEEDS}; the C compiler '{compiler}' was not found")
+        if ext.name != LIBRARY:
+            return super().build_extension(ext)
+        compiler = self.compiler.compiler_so[0] if getattr(self.compiler, "compiler_so", None) else None
+        if compiler is not None and shutil.which(compiler) is None:
+            raise CompileError(f"{NEEDS}; the C compiler '{compiler}' was not found")
+        # Link like any C library: without Python's LDFLAGS, library folders and run paths, so
+        # that libssl and libcrypto are the system's, found the usual way.
+        saved = (self.compiler.linker_so, self.compiler.library_dirs, self.compiler.runtime_library_dirs)
+        linker = list(self.compiler.linker_so)
+        self.compiler.linker_so = [linker[0], "-shared"]
+        self.compiler.library_dirs, self.compiler.runtime_library_dirs = [], []
         try:
             super().build_extension(ext)
         except (CompileError, LinkError) as exc:
             raise CompileError(f"{NEEDS} ({exc}); the compiler's output is above") from exc
+        finally:
+            self.compiler.linker_so, self.compiler.library_dirs, self.compiler.runtime_library_dirs = saved
 
 
 setup(

@@ -113,6 +113,17 @@ def test_only_pkcs11_entry_points_are_exported():
     assert len(names) == 92  # 68 of v2.40 and the 24 v3.0 adds
 
 
+def test_the_library_needs_only_openssl_and_libc_and_no_run_path():
+    """Loaded into C programs that never ran Python: no libpython, no Python run path."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf is not installed (Debian: apt-get install binutils)")
+    dynamic = subprocess.run([readelf, "-d", str(module_path())], capture_output=True, text=True, check=True).stdout
+    needed = {line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line}
+    assert needed == {"libssl.so.3", "libcrypto.so.3", "libc.so.6"}
+    assert "RPATH" not in dynamic and "RUNPATH" not in dynamic
+
+
 def test_the_library_is_built_from_the_current_sources():
     """A stale build would test old code: `pip install -e .` (or `make test`) rebuilds it."""
     built = module_path().stat().st_mtime
