@@ -148,7 +148,7 @@ def token(
 
 
 def _register_subcommands() -> None:
-    from hsmcloud.cli import hsm, luna_client, lunacm, network, operator, payshield, quota
+    from hsmcloud.cli import hsm, luna_client, lunacm, network, operator, payshield, pkcs11, quota
 
     app.add_typer(operator.app, name="operator")
     app.add_typer(hsm.app, name="hsm")
@@ -157,6 +157,7 @@ def _register_subcommands() -> None:
     app.add_typer(payshield.app, name="payshield")
     app.add_typer(luna_client.app, name="client")
     app.command("lunacm")(lunacm.lunacm)
+    app.add_typer(pkcs11.app, name="pkcs11")
 
 
 _register_subcommands()
