@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -11,6 +12,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,10 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from luna_helpers import (
     ADMIN_PASSWORD,
     CO_PIN,
+    FACTORY_PASSWORD,
     GUARD_SECONDS,
+    PO_PIN,
     SERIAL,
+    SO_PASSWORD,
+    TOKEN,
     ShellSession,
+    connect_to,
     initialized,
+    make_client_certificate,
     ok,
     partition_ready,
 )
@@ -38,6 +47,8 @@ from hsmcloud.appliances.luna.core.errors import (
 from hsmcloud.appliances.luna.core.passwords import verify_password
 from hsmcloud.appliances.luna.core.roles import Role
 from hsmcloud.appliances.luna.core.sealing import DEVICE_KEY_FILE
+from hsmcloud.clients.luna.ntls_client import NtlsClient
+from hsmcloud.protocols.pkcs11 import constants as c
 
 
 def _officer(core, serial):
@@ -334,5 +345,82 @@ def test_a_crash_in_a_loop_of_creates_loses_no_acknowledged_object(tmp_path):
             assert stored[handle].attributes[3] == f"key-{index}".encode()
         assert len(stored) in (len(acknowledged), len(acknowledged) + 1)  # at most the one in flight
         json.dumps(core.tenant_state_findings())
+    finally:
+        core.close()
+
+
+def test_sigkill_of_a_standalone_appliance_during_creates_over_ntls_loses_no_key(tmp_path):
+    """The real thing: an appliance process, an application creating keys over NTLS, SIGKILL."""
+    state_dir = tmp_path / "appliance"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hsmcloud.appliances.luna", "--state-dir", str(state_dir),
+         "--serial", SERIAL, "--address", "127.0.0.1", "--ssh-port", "0", "--ntls-port", "0",
+         "--mgmt-port", "0", "--mgmt-token", TOKEN],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        ports = json.loads(process.stdout.readline())
+        cert, key = make_client_certificate(tmp_path / "client", "app")
+        server_pem = tmp_path / "client" / "server.pem"
+
+        async def tenant_setup():
+            async with connect_to("127.0.0.1", ports["ssh_port"], FACTORY_PASSWORD) as conn:
+                await conn.run(f"my password set -oldpassword {FACTORY_PASSWORD} -newpassword {ADMIN_PASSWORD}",
+                               check=True)
+            async with connect_to("127.0.0.1", ports["ssh_port"], ADMIN_PASSWORD) as conn:
+                for command in (f"hsm init -label crash -domain d -password {SO_PASSWORD}",
+                                f"hsm login -password {SO_PASSWORD}", "partition create -partition app1"):
+                    await conn.run(command, check=True)
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.put(str(cert), "app.pem")
+                    await sftp.get("server.pem", str(server_pem))
+                for command in ("client register -client app -hostname app",
+                                "client assignPartition -client app -partition app1"):
+                    await conn.run(command, check=True)
+
+        asyncio.run(asyncio.wait_for(tenant_setup(), GUARD_SECONDS * 3))
+        client = NtlsClient.connect("127.0.0.1", ports["ntls_port"], certificate=cert, private_key=key,
+                                    server_certificate=server_pem, timeout=GUARD_SECONDS)
+        (partition,) = client.list_partitions()
+        client.init_token(partition.serial, PO_PIN.encode(), "crash")
+        session = client.open_session(partition.serial, c.CKF_SERIAL_SESSION | c.CKF_RW_SESSION)
+        client.login(session, c.CKU_SO, PO_PIN.encode())
+        client.init_pin(session, CO_PIN.encode())
+        client.logout(session)
+        client.login(session, c.CKU_USER, CO_PIN.encode())
+        client.set_pin(session, CO_PIN.encode(), b"co-pin-0002")  # policy 21: change it first
+
+        acknowledged: list[bytes] = []
+        killed = threading.Event()
+
+        def kill_after(count: int) -> None:
+            while len(acknowledged) < count:
+                time.sleep(0.001)
+            process.send_signal(signal.SIGKILL)
+            killed.set()
+
+        threading.Thread(target=kill_after, args=(25,), daemon=True).start()
+        with pytest.raises((OSError, EOFError, Exception)):
+            for i in range(100_000):
+                value = i.to_bytes(4, "big") * 8
+                client.create_object(session, [
+                    (c.CKA_CLASS, c.CKO_SECRET_KEY), (c.CKA_KEY_TYPE, c.CKK_AES), (c.CKA_TOKEN, True),
+                    (c.CKA_LABEL, f"key-{i}".encode()), (c.CKA_VALUE, value)])
+                acknowledged.append(value)  # the appliance answered: the key is committed
+        assert killed.wait(GUARD_SECONDS)
+        client.close()
+        process.wait(timeout=GUARD_SECONDS)
+        assert process.returncode == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    core = ApplianceCore.open(state_dir, SERIAL)
+    try:
+        stored = {o.secret for o in core.keystore.objects(partition.serial)}
+        assert len(acknowledged) >= 25
+        assert set(acknowledged) <= stored
+        assert len(stored) <= len(acknowledged) + 1  # at most the create in flight
     finally:
         core.close()

@@ -8,6 +8,8 @@ the NTLS server certificate, always there to download.
 
 from __future__ import annotations
 
+import errno
+import os
 import posixpath
 import stat
 import time
@@ -35,6 +37,16 @@ class _Upload:
 class _Download:
     name: str
     data: bytes
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Enough of a file's seek for asyncssh's sparse-range query (the data has no holes)."""
+        if whence == getattr(os, "SEEK_DATA", None):
+            if offset >= len(self.data):
+                raise OSError(errno.ENXIO, "no data past the end")
+            return offset
+        if whence == getattr(os, "SEEK_HOLE", None):
+            return len(self.data)
+        return offset
 
 
 def _parse_time(stored: str) -> int:
