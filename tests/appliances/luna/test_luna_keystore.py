@@ -33,6 +33,7 @@ from luna_helpers import (
     make_client_certificate,
     ok,
     partition_ready,
+    run_line,
 )
 
 from hsmcloud.appliances.luna.core.appliance_core import ApplianceCore
@@ -180,7 +181,9 @@ def test_a_reinitialized_partition_has_a_new_key_and_no_objects(core):
         core.keystore.create(serial, generation=grant.generation, attributes={3: b"k"}, secret=b"v")
 
 
-def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path):
+@pytest.mark.parametrize("zeroize", [["hsm zeroize -force"], ["hsm login -password wrong-pass-1"] * 3],
+                         ids=["hsm-zeroize", "three-bad-so-logins"])
+def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path, zeroize):
     state_dir = tmp_path / "a"
     core = ApplianceCore.open(state_dir, SERIAL)
     session = initialized(core)
@@ -190,7 +193,9 @@ def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path):
     sealed = core.state.query("SELECT secret_sealed FROM keystore_objects")[0][0]
     partition_key = core.state.query("SELECT key_sealed FROM partition_state")[0][0]
     assert sealed[12:40] in _state_bytes(state_dir)  # what the check looks for is there before
-    ok(session, "hsm zeroize -force")
+    for line in zeroize:
+        run_line(session, line)
+    assert core.state.hsm().zeroized
     raw = _state_bytes(state_dir)  # the appliance still running
     core.close()
     raw += _state_bytes(state_dir)

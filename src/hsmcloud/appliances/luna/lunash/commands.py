@@ -137,6 +137,7 @@ async def hsm_login(inv: Invocation) -> None:
     inv.session.so_logout()
     failure = inv.state.record_so_login_failure(hsm.generation)
     if failure.zeroized:
+        inv.core.scrub()
         raise AuthenticationFailed(
             "'hsm login' failed: incorrect HSM SO password. That was the "
             f"consecutive bad login number {failure.consecutive_failures}, so the HSM is now ZEROIZED: all "
