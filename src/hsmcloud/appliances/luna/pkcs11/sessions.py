@@ -56,6 +56,8 @@ class ActiveOperation:
     pending: bytes | None = None
     #: True once C_*Update ran: the one-shot C_Encrypt/C_Sign/... no longer applies.
     multi_part: bool = False
+    #: The key is CKA_ALWAYS_AUTHENTICATE and C_Login(CKU_CONTEXT_SPECIFIC) has not come yet.
+    needs_login: bool = False
 
 
 @dataclass(slots=True)

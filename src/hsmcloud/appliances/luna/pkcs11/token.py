@@ -98,6 +98,8 @@ from .sessions import (
 )
 
 MANUFACTURER = "hsmcloud (Luna emulation)"
+#: A C_*Init whose pMechanism is NULL (PKCS#11 3.0: end the active operation) carries this type.
+CANCEL_MECHANISM = c.CK_UNAVAILABLE_INFORMATION
 MAX_RANDOM = 1024 * 1024
 _HW_VERSION = (7, 0)
 _FW_VERSION = tuple(int(part) for part in FIRMWARE_VERSION.split(".")[:2])
@@ -374,7 +376,7 @@ class Pkcs11Service:
     def login(self, app: Application, handle: int, user_type: int, pin: bytes | None) -> tuple:
         session = self._session(app, handle, allow_expired=True)
         if user_type == c.CKU_CONTEXT_SPECIFIC:
-            raise OperationNotInitialized("No operation needs a context-specific login.")
+            return self._context_login(app, session, pin)
         role = USER_ROLES.get(user_type)
         if role is None:
             raise UserTypeInvalid()
@@ -395,6 +397,20 @@ class Pkcs11Service:
             if session.serial in app.logins:
                 raise UserAnotherAlreadyLoggedIn()
             app.logins[session.serial] = Login(user_type, grant)
+        return ()
+
+    def _context_login(self, app: Application, session: Session, pin: bytes | None) -> tuple:
+        """CKU_CONTEXT_SPECIFIC: the logged-in user gives the PIN again for the key of the
+        session's active operation (CKA_ALWAYS_AUTHENTICATE)."""
+        login = app.logins.get(session.serial)
+        if login is None or not login.uses_keys:
+            raise UserNotLoggedIn("A context-specific login needs the CO or CU logged in.")
+        waiting = [a for a in session.operations.values() if a.needs_login]
+        if not waiting:
+            raise OperationNotInitialized("No active operation needs a context-specific login.")
+        self.core.partitions.login(session.serial, login.grant.role, _pin(pin))
+        for active in waiting:
+            active.needs_login = False
         return ()
 
     def logout(self, app: Application, handle: int) -> tuple:
@@ -586,6 +602,9 @@ class Pkcs11Service:
     def _start(self, app: Application, handle: int, kind: str, mechanism: Mechanism,
                key_handle: int, usage: int) -> tuple:
         session = self._session(app, handle)
+        if mechanism.type == CANCEL_MECHANISM:
+            session.end(kind)  # PKCS#11 3.0: C_*Init with a NULL mechanism ends the operation
+            return ()
         if kind in session.operations:
             from .errors import OperationActive
             raise OperationActive()
@@ -595,8 +614,10 @@ class Pkcs11Service:
         if factory is None:
             raise MechanismInvalid(f"{c.mechanism_name(mechanism.type)} cannot {kind}.")
         _check_key(key, spec, mechanism.type, usage)
-        session.start(kind, ActiveOperation(factory(key, mechanism, app.layout), key,
-                                            mechanism.type))
+        active = ActiveOperation(factory(key, mechanism, app.layout), key, mechanism.type)
+        # CKA_ALWAYS_AUTHENTICATE: each signature or decryption needs the PIN again
+        active.needs_login = kind in (SIGN, DECRYPT) and key.flag(c.CKA_ALWAYS_AUTHENTICATE)
+        session.start(kind, active)
         return ()
 
     def encrypt_init(self, app, handle, mechanism, key):
@@ -613,6 +634,9 @@ class Pkcs11Service:
 
     def digest_init(self, app: Application, handle: int, mechanism: Mechanism) -> tuple:
         session = self._session(app, handle)
+        if mechanism.type == CANCEL_MECHANISM:
+            session.end(DIGEST)
+            return ()
         spec = self._mechanisms().get(mechanism.type)
         if spec is None or spec.digest is None:
             raise MechanismInvalid(f"{c.mechanism_name(mechanism.type)} is not a digest.")
@@ -626,6 +650,9 @@ class Pkcs11Service:
         """Run one output-producing step with PKCS#11's buffer rules: a size query or a too-small
         buffer keeps the operation and the computed result for the next call."""
         active = session.active(kind)
+        if active.needs_login:
+            session.end(kind)
+            raise UserNotLoggedIn("The key needs the PIN again (C_Login with CKU_CONTEXT_SPECIFIC).")
         pending = active.pending
         if pending is not None and pending[0] == step:
             result = pending[1]
@@ -650,6 +677,9 @@ class Pkcs11Service:
 
     def _consume(self, session: Session, kind: str, fn) -> tuple:
         active = session.active(kind)
+        if active.needs_login:
+            session.end(kind)
+            raise UserNotLoggedIn("The key needs the PIN again (C_Login with CKU_CONTEXT_SPECIFIC).")
         try:
             fn(active)
         except BaseException:
