@@ -181,9 +181,17 @@ def test_a_reinitialized_partition_has_a_new_key_and_no_objects(core):
         core.keystore.create(serial, generation=grant.generation, attributes={3: b"k"}, secret=b"v")
 
 
-@pytest.mark.parametrize("zeroize", [["hsm zeroize -force"], ["hsm login -password wrong-pass-1"] * 3],
-                         ids=["hsm-zeroize", "three-bad-so-logins"])
-def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path, zeroize):
+@pytest.mark.parametrize("zeroize", [
+    ["hsm zeroize -force"],
+    ["hsm login -password wrong-pass-1"] * 3,
+    ["hsm init -label again -force"],
+    ["hsm changePolicy -policy 12 -value 0 -force"],
+    ["partition changePolicy -partition app1 -policy 1 -value 1 -psopin po-pin-0001 -force"],
+    ["partition changePolicy -partition app1 -policy 20 -value 5 -psopin wrong-pin-01"] * 10,
+    ["partition delete -partition app1 -force"],
+], ids=["hsm-zeroize", "three-bad-so-logins", "soft-init", "destructive-hsm-policy",
+        "destructive-partition-policy", "ten-bad-po-logins", "partition-delete"])
+def test_destroyed_keys_leave_no_sealed_bytes_in_the_files(tmp_path, zeroize):
     state_dir = tmp_path / "a"
     core = ApplianceCore.open(state_dir, SERIAL)
     session = initialized(core)
@@ -195,11 +203,13 @@ def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path, zeroize):
     assert sealed[12:40] in _state_bytes(state_dir)  # what the check looks for is there before
     for line in zeroize:
         run_line(session, line)
-    assert core.state.hsm().zeroized
+    assert core.state.object_count() == 0
+    key_kept = bool(core.state.query("SELECT 1 FROM partition_state WHERE key_sealed = ?", (partition_key,)))
     raw = _state_bytes(state_dir)  # the appliance still running
     core.close()
     raw += _state_bytes(state_dir)
-    assert sealed[12:40] not in raw and partition_key[12:40] not in raw
+    assert sealed[12:40] not in raw
+    assert key_kept or partition_key[12:40] not in raw  # a policy change keeps the partition's key
 
 
 def test_provider_reset_replaces_the_device_key_and_leaves_the_device_pristine(tmp_path):

@@ -123,6 +123,7 @@ async def _soft_init(inv: Invocation, label: str) -> None:
         "and their objects; the HSM SO and the cloning domain stay."
     )
     inv.state.soft_init(label=label, generation=hsm.generation)
+    inv.core.scrub()
     inv.out(f"'hsm init' successful: the HSM is re-initialized with label '{label}'.")
 
 
