@@ -1027,10 +1027,8 @@ def key_size(key: P11Object) -> int:
     if key.key_type == c.CKK_RSA:
         modulus = key.attrs.get(c.CKA_MODULUS)
         return int.from_bytes(modulus, "big").bit_length() if modulus else 0
-    if key.key_type == c.CKK_EC:
-        return keys.curve_of_params(key.attrs[c.CKA_EC_PARAMS], c.CKK_EC).bits
-    if key.key_type == c.CKK_EC_EDWARDS:
-        return 255
+    if key.key_type in (c.CKK_EC, c.CKK_EC_EDWARDS):
+        return keys.curve_of_params(key.attrs[c.CKA_EC_PARAMS], key.key_type).bits
     return key.attrs.get(c.CKA_VALUE_LEN, 0)
 
 
