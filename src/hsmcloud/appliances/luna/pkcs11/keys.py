@@ -131,6 +131,12 @@ def curve_of_params(ec_params: bytes, key_type: int) -> Curve:
 
 
 def curve_of_key(key) -> Curve:
+    named = getattr(key, "curve", None)  # EC keys; Edwards keys have none
+    if named is not None:
+        curve = _BY_CRYPTO_NAME.get(named.name)
+        if curve is None:
+            raise CurveNotSupported(f"The curve {named.name} is not supported.")
+        return curve
     for cls, curve in _BY_EDWARDS_CLASS.items():
         if isinstance(key, cls):
             return curve

@@ -1024,6 +1024,13 @@ def _generated_key_type(mechanism: int, template: dict) -> int:
 
 def key_size(key: P11Object) -> int:
     """The key's size in the unit C_GetMechanismInfo uses: bits for RSA/EC, bytes for secrets."""
+    size = key.size_cache
+    if size is None:
+        size = key.size_cache = _key_size(key)
+    return size
+
+
+def _key_size(key: P11Object) -> int:
     if key.key_type == c.CKK_RSA:
         modulus = key.attrs.get(c.CKA_MODULUS)
         return int.from_bytes(modulus, "big").bit_length() if modulus else 0
