@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from cryptography.hazmat.primitives import cmac, hashes, hmac, serialization
+from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -17,7 +17,7 @@ from hsmcloud.protocols.pkcs11.attributes import NativeLayout
 
 from ..core.partitions import Grant
 from ..core.roles import Role
-from .errors import OperationActive, OperationNotInitialized, SessionCount
+from .errors import DeviceMemory, OperationActive, OperationNotInitialized, SessionCount
 from .objects import P11Object
 
 #: Session objects get handles from here up, token objects (keystore handles) stay below.
@@ -159,7 +159,6 @@ class Application:
     def add_session_object(self, serial: str, session: Session, obj: P11Object) -> P11Object:
         with self.lock:
             if len(self.session_objects) >= MAX_SESSION_OBJECTS_PER_APPLICATION:
-                from .errors import DeviceMemory
                 raise DeviceMemory("The application has too many session objects.")
             handle = self._next_object
             while handle in self.session_objects:

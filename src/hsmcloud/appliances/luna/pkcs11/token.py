@@ -18,7 +18,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from hsmcloud.protocols.ntls.messages import AttributeResult, GetRequest, OutBuf, Output
+from hsmcloud.protocols.ntls.messages import (
+    AttributeResult,
+    GetRequest,
+    OutBuf,
+    Output,
+    PartitionEntry,
+)
 from hsmcloud.protocols.pkcs11 import constants as c
 from hsmcloud.protocols.pkcs11.attributes import ATTRIBUTE_KINDS, Kind
 from hsmcloud.protocols.pkcs11.params import Mechanism
@@ -43,8 +49,6 @@ from .errors import (
     AttributeTypeInvalid,
     BufferTooSmall,
     CkError,
-    DeviceRemoved,
-    FunctionFailed,
     KeyFunctionNotPermitted,
     KeyHandleInvalid,
     KeyIndigestible,
@@ -54,6 +58,7 @@ from .errors import (
     KeyUnextractable,
     MechanismInvalid,
     ObjectHandleInvalid,
+    OperationActive,
     OperationNotInitialized,
     PinExpired,
     PinInvalid,
@@ -195,8 +200,6 @@ class Pkcs11Service:
     def __init__(self, core: ApplianceCore) -> None:
         self.core = core
         self.objects = TokenObjects(core)
-        # Serializes token-object writes that must be atomic together (a generated key pair).
-        self._write_lock = threading.Lock()
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -232,9 +235,6 @@ class Pkcs11Service:
                 raise PinExpired("The PIN was set by someone else and must be changed first "
                                  "(C_SetPIN).")
         return session
-
-    def _login(self, app: Application, session: Session) -> Login | None:
-        return app.logins.get(session.serial)
 
     def _visible(self, app: Application, session: Session, obj: P11Object) -> bool:
         if obj.private:
@@ -275,7 +275,6 @@ class Pkcs11Service:
     # -- slots and tokens -------------------------------------------------------------------------
 
     def list_partitions(self, app: Application) -> tuple:
-        from hsmcloud.protocols.ntls.messages import PartitionEntry
         assigned = self.core.clients.assigned_partitions(app.client_name)
         entries = [PartitionEntry(p.serial, p.name, p.initialized, p.label or "")
                    for p in self.core.partitions.list() if p.serial in assigned]
@@ -569,7 +568,6 @@ class Pkcs11Service:
     def find_objects_init(self, app: Application, handle: int, template: list) -> tuple:
         session = self._session(app, handle)
         if session.find is not None:
-            from .errors import OperationActive
             raise OperationActive("A search is already active in this session.")
         t = obj_rules.template_dict(template)
         for type_ in t:
@@ -606,7 +604,6 @@ class Pkcs11Service:
             session.end(kind)  # PKCS#11 3.0: C_*Init with a NULL mechanism ends the operation
             return ()
         if kind in session.operations:
-            from .errors import OperationActive
             raise OperationActive()
         key = self._object(app, session, key_handle, KeyHandleInvalid)
         spec = self._mechanisms().get(mechanism.type)
