@@ -547,6 +547,23 @@ def test_cmac_rfc4493_vectors(ntls, session):
     assert error.value.rv == c.CKR_SIGNATURE_INVALID
 
 
+def test_aes_cbc_mac(ntls, session):
+    value = os.urandom(16)
+    key = secret(ntls, session, value)
+    data = os.urandom(74)  # not a whole number of blocks: zero padding
+    encryptor = Cipher(algorithms.AES(value), modes.CBC(bytes(16))).encryptor()
+    expected = (encryptor.update(data + bytes(6)) + encryptor.finalize())[-16:]
+    assert sign(ntls, session, c.CKM_AES_MAC, key, data) == expected[:8]
+    ntls.sign_init(session, Mechanism(c.CKM_AES_MAC_GENERAL, MacGeneralParams(16)), key)
+    ntls.sign_update(session, data[:20])
+    ntls.sign_update(session, data[20:])
+    assert ntls.sign_final(session) == expected
+    verify(ntls, session, c.CKM_AES_MAC, key, data, expected[:8])
+    with pytest.raises(Pkcs11Error) as error:
+        verify(ntls, session, c.CKM_AES_MAC, key, data, bytes(8))
+    assert error.value.rv == c.CKR_SIGNATURE_INVALID
+
+
 def test_hmac_rfc4231_case_2(ntls, session):
     key = secret(ntls, session, b"Jefe", c.CKK_GENERIC_SECRET)
     data = b"what do ya want for nothing?"
@@ -634,6 +651,11 @@ def test_aes_encrypt_data_derivation(ntls, session):
                           [(c.CKA_KEY_TYPE, c.CKK_AES), (c.CKA_SENSITIVE, False)])
     encryptor = Cipher(algorithms.AES(value), modes.ECB()).encryptor()
     assert ntls.get_attributes(session, key, c.CKA_VALUE)[c.CKA_VALUE] == encryptor.update(data)
+    with pytest.raises(Pkcs11Error) as error:  # 16 bytes of data cannot make a 32-byte key
+        ntls.derive_key(session, Mechanism(c.CKM_AES_ECB_ENCRYPT_DATA,
+                                           KeyDerivationStringData(data[:16])), base,
+                        [(c.CKA_KEY_TYPE, c.CKK_AES), (c.CKA_VALUE_LEN, 32)])
+    assert error.value.rv == c.CKR_MECHANISM_PARAM_INVALID
     iv = os.urandom(16)
     key = ntls.derive_key(session, Mechanism(c.CKM_AES_CBC_ENCRYPT_DATA,
                                              AesCbcEncryptDataParams(iv, data)), base,
