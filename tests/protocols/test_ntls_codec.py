@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
@@ -269,3 +270,24 @@ def test_frames_over_a_socket_pair():
         right.close()
     with pytest.raises(ProtocolError):
         frame(b"")
+
+
+def test_frame_reader_splits_and_joins_frames():
+    from hsmcloud.protocols.ntls.wire import FrameReader
+    left, right = socket.socketpair()
+    try:
+        reader = FrameReader(right)
+        left.sendall(frame(b"one") + frame(b"two") + frame(b"three")[:5])
+        assert reader.read() == b"one"
+        assert reader.read() == b"two"
+        left.sendall(frame(b"three")[5:])
+        assert reader.read() == b"three"
+        big = os.urandom(100_000)
+        left.sendall(frame(big))
+        assert reader.read() == big
+        left.sendall(frame(b"x")[:2])
+        left.close()
+        with pytest.raises(ConnectionClosed):
+            reader.read()
+    finally:
+        right.close()

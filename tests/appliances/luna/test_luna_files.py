@@ -105,6 +105,8 @@ def test_asyncssh_sftp_and_scp(tmp_path):
                     assert (await sftp.stat("c1.pem")).size == cert.stat().st_size
                     async with sftp.open("server.pem", "rb") as handle:
                         assert (await handle.read()).startswith(b"-----BEGIN CERTIFICATE-----")
+                    await sftp.get("server.pem", str(tmp_path / "got.pem"))
+                    assert (tmp_path / "got.pem").read_bytes() == appliance.core.files.get("server.pem")
                     with pytest.raises(asyncssh.SFTPNoSuchFile):
                         await sftp.stat("sub/c1.pem")
                     with pytest.raises(asyncssh.SFTPError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -11,6 +12,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,12 +21,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from luna_helpers import (
     ADMIN_PASSWORD,
     CO_PIN,
+    FACTORY_PASSWORD,
     GUARD_SECONDS,
+    PO_PIN,
     SERIAL,
+    SO_PASSWORD,
+    TOKEN,
     ShellSession,
+    connect_to,
     initialized,
+    make_client_certificate,
     ok,
     partition_ready,
+    run_line,
 )
 
 from hsmcloud.appliances.luna.core.appliance_core import ApplianceCore
@@ -38,6 +48,8 @@ from hsmcloud.appliances.luna.core.errors import (
 from hsmcloud.appliances.luna.core.passwords import verify_password
 from hsmcloud.appliances.luna.core.roles import Role
 from hsmcloud.appliances.luna.core.sealing import DEVICE_KEY_FILE
+from hsmcloud.clients.luna.ntls_client import NtlsClient
+from hsmcloud.protocols.pkcs11 import constants as c
 
 
 def _officer(core, serial):
@@ -169,7 +181,17 @@ def test_a_reinitialized_partition_has_a_new_key_and_no_objects(core):
         core.keystore.create(serial, generation=grant.generation, attributes={3: b"k"}, secret=b"v")
 
 
-def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path):
+@pytest.mark.parametrize("zeroize", [
+    ["hsm zeroize -force"],
+    ["hsm login -password wrong-pass-1"] * 3,
+    ["hsm init -label again -force"],
+    ["hsm changePolicy -policy 12 -value 0 -force"],
+    ["partition changePolicy -partition app1 -policy 1 -value 1 -psopin po-pin-0001 -force"],
+    ["partition changePolicy -partition app1 -policy 20 -value 5 -psopin wrong-pin-01"] * 10,
+    ["partition delete -partition app1 -force"],
+], ids=["hsm-zeroize", "three-bad-so-logins", "soft-init", "destructive-hsm-policy",
+        "destructive-partition-policy", "ten-bad-po-logins", "partition-delete"])
+def test_destroyed_keys_leave_no_sealed_bytes_in_the_files(tmp_path, zeroize):
     state_dir = tmp_path / "a"
     core = ApplianceCore.open(state_dir, SERIAL)
     session = initialized(core)
@@ -179,11 +201,15 @@ def test_zeroize_leaves_no_sealed_object_in_the_files(tmp_path):
     sealed = core.state.query("SELECT secret_sealed FROM keystore_objects")[0][0]
     partition_key = core.state.query("SELECT key_sealed FROM partition_state")[0][0]
     assert sealed[12:40] in _state_bytes(state_dir)  # what the check looks for is there before
-    ok(session, "hsm zeroize -force")
+    for line in zeroize:
+        run_line(session, line)
+    assert core.state.object_count() == 0
+    key_kept = bool(core.state.query("SELECT 1 FROM partition_state WHERE key_sealed = ?", (partition_key,)))
     raw = _state_bytes(state_dir)  # the appliance still running
     core.close()
     raw += _state_bytes(state_dir)
-    assert sealed[12:40] not in raw and partition_key[12:40] not in raw
+    assert sealed[12:40] not in raw
+    assert key_kept or partition_key[12:40] not in raw  # a policy change keeps the partition's key
 
 
 def test_provider_reset_replaces_the_device_key_and_leaves_the_device_pristine(tmp_path):
@@ -334,5 +360,82 @@ def test_a_crash_in_a_loop_of_creates_loses_no_acknowledged_object(tmp_path):
             assert stored[handle].attributes[3] == f"key-{index}".encode()
         assert len(stored) in (len(acknowledged), len(acknowledged) + 1)  # at most the one in flight
         json.dumps(core.tenant_state_findings())
+    finally:
+        core.close()
+
+
+def test_sigkill_of_a_standalone_appliance_during_creates_over_ntls_loses_no_key(tmp_path):
+    """The real thing: an appliance process, an application creating keys over NTLS, SIGKILL."""
+    state_dir = tmp_path / "appliance"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hsmcloud.appliances.luna", "--state-dir", str(state_dir),
+         "--serial", SERIAL, "--address", "127.0.0.1", "--ssh-port", "0", "--ntls-port", "0",
+         "--mgmt-port", "0", "--mgmt-token", TOKEN],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        ports = json.loads(process.stdout.readline())
+        cert, key = make_client_certificate(tmp_path / "client", "app")
+        server_pem = tmp_path / "client" / "server.pem"
+
+        async def tenant_setup():
+            async with connect_to("127.0.0.1", ports["ssh_port"], FACTORY_PASSWORD) as conn:
+                await conn.run(f"my password set -oldpassword {FACTORY_PASSWORD} -newpassword {ADMIN_PASSWORD}",
+                               check=True)
+            async with connect_to("127.0.0.1", ports["ssh_port"], ADMIN_PASSWORD) as conn:
+                for command in (f"hsm init -label crash -domain d -password {SO_PASSWORD}",
+                                f"hsm login -password {SO_PASSWORD}", "partition create -partition app1"):
+                    await conn.run(command, check=True)
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.put(str(cert), "app.pem")
+                    await sftp.get("server.pem", str(server_pem))
+                for command in ("client register -client app -hostname app",
+                                "client assignPartition -client app -partition app1"):
+                    await conn.run(command, check=True)
+
+        asyncio.run(asyncio.wait_for(tenant_setup(), GUARD_SECONDS * 3))
+        client = NtlsClient.connect("127.0.0.1", ports["ntls_port"], certificate=cert, private_key=key,
+                                    server_certificate=server_pem, timeout=GUARD_SECONDS)
+        (partition,) = client.list_partitions()
+        client.init_token(partition.serial, PO_PIN.encode(), "crash")
+        session = client.open_session(partition.serial, c.CKF_SERIAL_SESSION | c.CKF_RW_SESSION)
+        client.login(session, c.CKU_SO, PO_PIN.encode())
+        client.init_pin(session, CO_PIN.encode())
+        client.logout(session)
+        client.login(session, c.CKU_USER, CO_PIN.encode())
+        client.set_pin(session, CO_PIN.encode(), b"co-pin-0002")  # policy 21: change it first
+
+        acknowledged: list[bytes] = []
+        killed = threading.Event()
+
+        def kill_after(count: int) -> None:
+            while len(acknowledged) < count:
+                time.sleep(0.001)
+            process.send_signal(signal.SIGKILL)
+            killed.set()
+
+        threading.Thread(target=kill_after, args=(25,), daemon=True).start()
+        with pytest.raises((OSError, EOFError, Exception)):
+            for i in range(100_000):
+                value = i.to_bytes(4, "big") * 8
+                client.create_object(session, [
+                    (c.CKA_CLASS, c.CKO_SECRET_KEY), (c.CKA_KEY_TYPE, c.CKK_AES), (c.CKA_TOKEN, True),
+                    (c.CKA_LABEL, f"key-{i}".encode()), (c.CKA_VALUE, value)])
+                acknowledged.append(value)  # the appliance answered: the key is committed
+        assert killed.wait(GUARD_SECONDS)
+        client.close()
+        process.wait(timeout=GUARD_SECONDS)
+        assert process.returncode == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    core = ApplianceCore.open(state_dir, SERIAL)
+    try:
+        stored = {o.secret for o in core.keystore.objects(partition.serial)}
+        assert len(acknowledged) >= 25
+        assert set(acknowledged) <= stored
+        assert len(stored) <= len(acknowledged) + 1  # at most the create in flight
     finally:
         core.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from cryptography.hazmat.primitives import cmac, hashes, hmac, serialization
+from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,7 +30,8 @@ from hsmcloud.protocols.pkcs11.params import (
     PssParams,
 )
 
-P256, P384, P521, ED25519 = (curve.oid_der for curve in CURVES)
+OIDS = {curve.name: curve.oid_der for curve in CURVES}
+P256, P384, P521, ED25519 = OIDS["P-256"], OIDS["P-384"], OIDS["P-521"], OIDS["Ed25519"]
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,9 @@ def test_rsa_imported_private_key_signs_like_cryptography(ntls, session):
 
 
 @pytest.mark.parametrize("params,curve", [(P256, ec.SECP256R1()), (P384, ec.SECP384R1()),
-                                          (P521, ec.SECP521R1())])
+                                          (P521, ec.SECP521R1()),
+                                          (OIDS["P-224"], ec.SECP224R1()),
+                                          (OIDS["P-192"], ec.SECP192R1())])
 def test_ecdsa_on_each_curve(ntls, session, params, curve):
     pub, priv = ntls.generate_key_pair(session, c.CKM_EC_KEY_PAIR_GEN,
                                        [(c.CKA_EC_PARAMS, params)], [])
@@ -282,6 +285,21 @@ def test_ec_params_as_a_curve_name(ntls, session):
     with pytest.raises(Pkcs11Error) as error:
         ntls.generate_key_pair(session, c.CKM_EC_KEY_PAIR_GEN, [], [])
     assert error.value.rv == c.CKR_TEMPLATE_INCOMPLETE
+
+
+def test_ed448(ntls, session):
+    from cryptography.hazmat.primitives.asymmetric import ed448
+    from hsmcloud.protocols.pkcs11.params import EddsaParams
+    pub, priv = ntls.generate_key_pair(session, c.CKM_EC_EDWARDS_KEY_PAIR_GEN,
+                                       [(c.CKA_EC_PARAMS, OIDS["Ed448"])], [])
+    point = ntls.get_attributes(session, pub, c.CKA_EC_POINT)[c.CKA_EC_POINT]
+    assert point[:2] == b"\x04\x39"
+    public = ed448.Ed448PublicKey.from_public_bytes(point[2:])
+    mechanism = Mechanism(c.CKM_EDDSA, EddsaParams(False, b""))
+    signature = sign(ntls, session, mechanism, priv, b"hello ed448")
+    assert len(signature) == 114
+    public.verify(signature, b"hello ed448")
+    verify(ntls, session, mechanism, pub, b"hello ed448", signature)
 
 
 def test_eddsa(ntls, session):
@@ -529,6 +547,23 @@ def test_cmac_rfc4493_vectors(ntls, session):
     assert error.value.rv == c.CKR_SIGNATURE_INVALID
 
 
+def test_aes_cbc_mac(ntls, session):
+    value = os.urandom(16)
+    key = secret(ntls, session, value)
+    data = os.urandom(74)  # not a whole number of blocks: zero padding
+    encryptor = Cipher(algorithms.AES(value), modes.CBC(bytes(16))).encryptor()
+    expected = (encryptor.update(data + bytes(6)) + encryptor.finalize())[-16:]
+    assert sign(ntls, session, c.CKM_AES_MAC, key, data) == expected[:8]
+    ntls.sign_init(session, Mechanism(c.CKM_AES_MAC_GENERAL, MacGeneralParams(16)), key)
+    ntls.sign_update(session, data[:20])
+    ntls.sign_update(session, data[20:])
+    assert ntls.sign_final(session) == expected
+    verify(ntls, session, c.CKM_AES_MAC, key, data, expected[:8])
+    with pytest.raises(Pkcs11Error) as error:
+        verify(ntls, session, c.CKM_AES_MAC, key, data, bytes(8))
+    assert error.value.rv == c.CKR_SIGNATURE_INVALID
+
+
 def test_hmac_rfc4231_case_2(ntls, session):
     key = secret(ntls, session, b"Jefe", c.CKK_GENERIC_SECRET)
     data = b"what do ya want for nothing?"
@@ -616,6 +651,11 @@ def test_aes_encrypt_data_derivation(ntls, session):
                           [(c.CKA_KEY_TYPE, c.CKK_AES), (c.CKA_SENSITIVE, False)])
     encryptor = Cipher(algorithms.AES(value), modes.ECB()).encryptor()
     assert ntls.get_attributes(session, key, c.CKA_VALUE)[c.CKA_VALUE] == encryptor.update(data)
+    with pytest.raises(Pkcs11Error) as error:  # 16 bytes of data cannot make a 32-byte key
+        ntls.derive_key(session, Mechanism(c.CKM_AES_ECB_ENCRYPT_DATA,
+                                           KeyDerivationStringData(data[:16])), base,
+                        [(c.CKA_KEY_TYPE, c.CKK_AES), (c.CKA_VALUE_LEN, 32)])
+    assert error.value.rv == c.CKR_MECHANISM_PARAM_INVALID
     iv = os.urandom(16)
     key = ntls.derive_key(session, Mechanism(c.CKM_AES_CBC_ENCRYPT_DATA,
                                              AesCbcEncryptDataParams(iv, data)), base,
@@ -643,6 +683,8 @@ def test_mechanism_info_is_true(harness, ntls, session):
     assert c.CKM_SP800_108_COUNTER_KDF not in mechanisms
     low, high, flags = ntls.get_mechanism_info(harness.serial, c.CKM_RSA_PKCS_KEY_PAIR_GEN)
     assert (low, high) == (1024, 4096) and flags & c.CKF_GENERATE_KEY_PAIR
+    assert ntls.get_mechanism_info(harness.serial, c.CKM_EC_KEY_PAIR_GEN)[:2] == (192, 521)
+    assert ntls.get_mechanism_info(harness.serial, c.CKM_EDDSA)[:2] == (255, 448)
     low, high, flags = ntls.get_mechanism_info(harness.serial, c.CKM_AES_GCM)
     assert (low, high) == (16, 32)
     assert flags & (c.CKF_ENCRYPT | c.CKF_DECRYPT | c.CKF_WRAP | c.CKF_UNWRAP) == \
@@ -699,6 +741,7 @@ def test_fips_mode_refuses_non_approved_mechanisms(tmp_path):
             assert c.CKM_EDDSA not in mechanisms and c.CKM_RSA_X_509 not in mechanisms
             assert c.CKM_SHA1_RSA_PKCS not in mechanisms and c.CKM_SHA256_RSA_PKCS in mechanisms
             assert ntls.get_mechanism_info(h.serial, c.CKM_RSA_PKCS_KEY_PAIR_GEN)[0] == 2048
+            assert ntls.get_mechanism_info(h.serial, c.CKM_EC_KEY_PAIR_GEN)[0] == 224
             session = h.session(ntls)
             with pytest.raises(Pkcs11Error) as error:
                 ntls.generate_key_pair(session, c.CKM_EC_EDWARDS_KEY_PAIR_GEN,
@@ -707,6 +750,10 @@ def test_fips_mode_refuses_non_approved_mechanisms(tmp_path):
             with pytest.raises(Pkcs11Error) as error:
                 ntls.generate_key_pair(session, c.CKM_RSA_PKCS_KEY_PAIR_GEN,
                                        [(c.CKA_MODULUS_BITS, 1024)], [])
+            assert error.value.rv == c.CKR_KEY_SIZE_RANGE
+            with pytest.raises(Pkcs11Error) as error:
+                ntls.generate_key_pair(session, c.CKM_EC_KEY_PAIR_GEN,
+                                       [(c.CKA_EC_PARAMS, OIDS["P-192"])], [])
             assert error.value.rv == c.CKR_KEY_SIZE_RANGE
     finally:
         h.close()

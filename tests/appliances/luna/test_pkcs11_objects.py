@@ -299,3 +299,23 @@ def test_session_objects_are_visible_to_the_applications_other_sessions_only(har
         assert rv(other.get_object_size, s, key) == c.CKR_OBJECT_HANDLE_INVALID
     ntls.close_session(a)  # the session that created it: the object goes
     assert ntls.find_objects(b, [(c.CKA_LABEL, b"mine")]) == []
+
+
+def test_certificate_objects(harness, ntls):
+    s = harness.session(ntls)
+    der = os.urandom(300)  # the token stores certificates as given
+    template = [(c.CKA_CLASS, c.CKO_CERTIFICATE), (c.CKA_CERTIFICATE_TYPE, c.CKC_X_509),
+                (c.CKA_TOKEN, True), (c.CKA_SUBJECT, b"\x30\x00"), (c.CKA_VALUE, der),
+                (c.CKA_ID, b"\x42"), (c.CKA_LABEL, b"cert")]
+    handle = ntls.create_object(s, template)
+    assert ntls.get_attributes(s, handle, c.CKA_VALUE, c.CKA_CERTIFICATE_TYPE, c.CKA_TRUSTED,
+                               c.CKA_PRIVATE) == {c.CKA_VALUE: der, c.CKA_CERTIFICATE_TYPE: c.CKC_X_509,
+                                                  c.CKA_TRUSTED: False, c.CKA_PRIVATE: False}
+    assert ntls.find_objects(s, [(c.CKA_CLASS, c.CKO_CERTIFICATE), (c.CKA_ID, b"\x42")]) == [handle]
+    assert rv(ntls.create_object, s, [t for t in template if t[0] != c.CKA_CERTIFICATE_TYPE]) == \
+        c.CKR_TEMPLATE_INCOMPLETE
+    assert rv(ntls.create_object, s, [t for t in template if t[0] != c.CKA_SUBJECT]) == \
+        c.CKR_TEMPLATE_INCOMPLETE
+    assert rv(ntls.create_object, s, [(c.CKA_CLASS, c.CKO_CERTIFICATE),
+                                      (c.CKA_CERTIFICATE_TYPE, c.CKC_WTLS)]) == \
+        c.CKR_TEMPLATE_INCONSISTENT

@@ -69,7 +69,7 @@ def test_login_errors(harness, ntls):
     assert rv(ntls.login, s, c.CKU_USER, b"wrong-pin-1") == c.CKR_PIN_INCORRECT
     assert rv(ntls.login, s, 7, b"x") == c.CKR_USER_TYPE_INVALID
     assert rv(ntls.login, s, c.CKU_USER, None) == c.CKR_ARGUMENTS_BAD
-    assert rv(ntls.login, s, c.CKU_CONTEXT_SPECIFIC, b"x") == c.CKR_OPERATION_NOT_INITIALIZED
+    assert rv(ntls.login, s, c.CKU_CONTEXT_SPECIFIC, b"x") == c.CKR_USER_NOT_LOGGED_IN
     assert harness.core.partitions.get(harness.serial).roles[Role.CRYPTO_OFFICER].failed_logins == 1
     ntls.login(s, c.CKU_USER, CO_PIN.encode())
     assert harness.core.partitions.get(harness.serial).roles[Role.CRYPTO_OFFICER].failed_logins == 0
@@ -359,3 +359,34 @@ def test_signing_with_a_token_key_reads_no_sqlite(harness, ntls):
     finally:
         harness.core.state._db.set_trace_callback(None)
     assert statements == []
+
+
+def test_always_authenticate_keys_need_a_context_specific_login(harness, ntls):
+    s = harness.session(ntls)
+    assert rv(ntls.login, s, c.CKU_CONTEXT_SPECIFIC, CO_PIN.encode()) == \
+        c.CKR_OPERATION_NOT_INITIALIZED
+    pub, priv = ntls.generate_key_pair(s, c.CKM_EC_KEY_PAIR_GEN, [(c.CKA_EC_PARAMS, P256)],
+                                       [(c.CKA_ALWAYS_AUTHENTICATE, True)])
+    ntls.sign_init(s, c.CKM_ECDSA_SHA256, priv)
+    assert rv(ntls.sign, s, b"data") == c.CKR_USER_NOT_LOGGED_IN  # and the operation ended
+    ntls.sign_init(s, c.CKM_ECDSA_SHA256, priv)
+    assert rv(ntls.login, s, c.CKU_CONTEXT_SPECIFIC, b"wrong-pin-1") == c.CKR_PIN_INCORRECT
+    ntls.login(s, c.CKU_CONTEXT_SPECIFIC, CO_PIN.encode())
+    signature = ntls.sign(s, b"data")
+    ntls.verify_init(s, c.CKM_ECDSA_SHA256, pub)  # public-key use needs no PIN
+    ntls.verify(s, b"data", signature)
+    ntls.sign_init(s, c.CKM_ECDSA_SHA256, priv)  # each use needs it again
+    assert rv(ntls.sign, s, b"data") == c.CKR_USER_NOT_LOGGED_IN
+
+
+def test_init_with_a_null_mechanism_cancels_the_operation(harness, ntls):
+    """PKCS#11 3.0: C_SignInit(NULL) ends the active operation (NTLS: mechanism type all ones)."""
+    s = harness.session(ntls)
+    key = ntls.generate_key(s, c.CKM_GENERIC_SECRET_KEY_GEN, [(c.CKA_VALUE_LEN, 32)])
+    ntls.sign_init(s, c.CKM_SHA256_HMAC, key)
+    ntls.sign_update(s, b"half")
+    ntls.sign_init(s, c.CK_UNAVAILABLE_INFORMATION, key)
+    assert rv(ntls.sign_final, s) == c.CKR_OPERATION_NOT_INITIALIZED
+    ntls.digest_init(s, c.CKM_SHA256)
+    ntls.digest_init(s, c.CK_UNAVAILABLE_INFORMATION)
+    ntls.digest_init(s, c.CKM_SHA256)  # no longer active

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from hsmcloud.protocols.ntls import messages
 from hsmcloud.protocols.ntls.messages import Hello, HelloReply, Output
 from hsmcloud.protocols.ntls.opcodes import Op
-from hsmcloud.protocols.ntls.wire import read_frame, write_frame
+from hsmcloud.protocols.ntls.wire import FrameReader, write_frame
 from hsmcloud.protocols.pkcs11 import constants as c
 from hsmcloud.protocols.pkcs11.attributes import NativeLayout
 from hsmcloud.protocols.pkcs11.params import Mechanism
@@ -60,6 +60,7 @@ def _der_of(pem_path: str | Path) -> bytes:
 class NtlsClient:
     def __init__(self, sock: ssl.SSLSocket, *, layout: NativeLayout, application_id: int) -> None:
         self._sock = sock
+        self._frames = FrameReader(sock)
         self.layout = layout
         self.application_id = application_id
         self.server: HelloReply | None = None
@@ -122,7 +123,7 @@ class NtlsClient:
         payload = messages.encode_request(op, fields, self.layout)
         with self._lock:
             write_frame(self._sock, payload)
-            response = read_frame(self._sock)
+            response = self._frames.read()
         rv, values = messages.decode_response(message, response, self.layout)
         if rv != c.CKR_OK:
             raise Pkcs11Error(rv, op, values)
@@ -132,7 +133,7 @@ class NtlsClient:
         """One raw frame out and one in (for tests of malformed requests)."""
         with self._lock:
             write_frame(self._sock, payload)
-            return read_frame(self._sock)
+            return self._frames.read()
 
     # -- slots, tokens, sessions ---------------------------------------------------------------
 

@@ -53,6 +53,40 @@ def read_frame(sock: socket.socket) -> bytes:
     return _read_exactly(sock, length)
 
 
+class FrameReader:
+    """Reads frames from a stream socket with one ``recv`` per TLS record where it can (a frame
+    the peer wrote at once arrives whole, header and payload), instead of one per field."""
+
+    __slots__ = ("_sock", "_buffer")
+
+    _CHUNK = 1 << 16
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def _fill(self, needed: int) -> None:
+        buffer = self._buffer
+        while len(buffer) < needed:
+            chunk = self._sock.recv(max(self._CHUNK, needed - len(buffer)))
+            if not chunk:
+                raise ConnectionClosed(
+                    "connection closed" if not buffer else
+                    f"connection closed {len(buffer)} bytes into a {needed}-byte read")
+            buffer += chunk
+
+    def read(self) -> bytes:
+        """The next frame's payload (as read_frame)."""
+        self._fill(4)
+        (length,) = _U32.unpack_from(self._buffer)
+        if length == 0 or length > MAX_FRAME:
+            raise ProtocolError(f"frame length {length} is outside 1..{MAX_FRAME}")
+        self._fill(4 + length)
+        payload = bytes(self._buffer[4:4 + length])
+        del self._buffer[:4 + length]
+        return payload
+
+
 def frame(payload: bytes | bytearray) -> bytes:
     """``payload`` with its length prefix."""
     if not payload or len(payload) > MAX_FRAME:

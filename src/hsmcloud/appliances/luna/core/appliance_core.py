@@ -79,8 +79,7 @@ class ApplianceCore:
     def scrub(self) -> None:
         """Make deleted rows unrecoverable from the files: deleted pages are zeroed
         (secure_delete) and the write-ahead log is folded in and truncated."""
-        with self.state.lock:
-            self.state._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.state.scrub()
         self.keystore.forget_all()
 
     def zeroize(self, reason: str | None = None) -> None:

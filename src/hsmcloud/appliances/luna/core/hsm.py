@@ -135,6 +135,8 @@ class HsmService:
                 f"HSM policy {code} ({policy.name}) changed from {old} to {value}"
                 + (f"; {destroyed} partition(s) erased" if destroyed else ""),
             )
+        if destroyed:
+            self._state.scrub()
         return PolicyChange(policy=policy, old=old, new=value, destroyed=destroyed)
 
     @staticmethod

@@ -342,6 +342,8 @@ class PartitionService:
                     (serial,),
                 )
             self._log(db, serial, f"{'re-' if status.initialized else ''}initialized with label '{label}'")
+        if status.initialized:
+            self._state.scrub()  # the old key and objects
         self._keys[key_id(key)] = key
         return self.get(serial)
 
@@ -430,6 +432,7 @@ class PartitionService:
 
     def _count_failure(self, status: PartitionStatus, role: Role) -> None:
         serial = status.serial
+        zeroized = False
         with self._state.transaction() as db:
             self._require(db, serial, status.generation)
             row = db.execute(
@@ -455,6 +458,7 @@ class PartitionService:
             elif role is Role.PARTITION_SO:
                 self._zeroize(db, serial)
                 self._log(db, serial, f"zeroized after {failed} consecutive bad Partition SO logins")
+                zeroized = True
                 error = PartitionZeroizedByFailedLogins(
                     f"Incorrect Partition SO PIN, bad login number {failed} in a row: partition "
                     f"{serial} is now zeroized (objects, roles and label gone). Initialize it again "
@@ -471,6 +475,8 @@ class PartitionService:
                     f"Incorrect {role.title} PIN, bad login number {failed} in a row: the {locked} "
                     "now locked out."
                 )
+        if zeroized:
+            self._state.scrub()
         raise error
 
     # -- role management ----------------------------------------------------------------
@@ -586,6 +592,7 @@ class PartitionService:
                 + (f"; {destroyed} object(s) destroyed" if destroyed else ""),
             )
         if destroyed:
+            self._state.scrub()
             for listener in self.contents_destroyed:
                 listener(serial)
         return PolicyChange(policy=policy, old=old, new=value, destroyed=destroyed)

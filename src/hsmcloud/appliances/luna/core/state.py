@@ -209,6 +209,12 @@ class ApplianceState(SqliteState):
         """Rows of one read, for the other core modules."""
         return self._read(sql, params)
 
+    def scrub(self) -> None:
+        """Fold the write-ahead log into the database and truncate it: with secure_delete, the
+        bytes of deleted rows (sealed keys) are then gone from the files."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     @property
     def lock(self):
         """The lock every access to the database holds (re-entrant)."""

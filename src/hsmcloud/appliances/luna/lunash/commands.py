@@ -123,6 +123,7 @@ async def _soft_init(inv: Invocation, label: str) -> None:
         "and their objects; the HSM SO and the cloning domain stay."
     )
     inv.state.soft_init(label=label, generation=hsm.generation)
+    inv.core.scrub()
     inv.out(f"'hsm init' successful: the HSM is re-initialized with label '{label}'.")
 
 
@@ -137,6 +138,7 @@ async def hsm_login(inv: Invocation) -> None:
     inv.session.so_logout()
     failure = inv.state.record_so_login_failure(hsm.generation)
     if failure.zeroized:
+        inv.core.scrub()
         raise AuthenticationFailed(
             "'hsm login' failed: incorrect HSM SO password. That was the "
             f"consecutive bad login number {failure.consecutive_failures}, so the HSM is now ZEROIZED: all "

@@ -15,10 +15,10 @@ from typing import Any
 
 from hsmcloud.protocols.pkcs11 import constants as c
 
-from ..core.partitions import PartitionStatus
+from ..core.partitions import Grant, PartitionStatus
 from ..core.policies import PARTITION_POLICIES
 from ..core.roles import PARTITION_ROLES, Role
-from ..pkcs11.errors import ArgumentsBad, CkError, UserNotLoggedIn, rv_of
+from ..pkcs11.errors import ArgumentsBad, CkError, SessionExists, UserNotLoggedIn, rv_of
 from ..pkcs11.sessions import Application, Login
 from ..pkcs11.token import Pkcs11Service
 
@@ -141,7 +141,6 @@ class AdminActions:
         if domain is not None and not isinstance(domain, str):
             raise ArgumentsBad("'domain' must be a string.")
         if app.sessions_on(status.serial):
-            from ..pkcs11.errors import SessionExists
             raise SessionExists("Close this application's sessions on the partition first.")
         new = self.core.partitions.init(status.serial, so_pin=self._arg(body, "so_pin"),
                                         label=self._arg(body, "label"), domain=domain)
@@ -185,7 +184,6 @@ class AdminActions:
                                         self._arg(body, "new_pin"))
         login = app.logins.get(session.serial)
         if login is not None and login.grant.role is role:
-            from ..core.partitions import Grant
             app.logins[session.serial] = Login(login.user_type, Grant(
                 serial=login.grant.serial, role=role, generation=login.grant.generation,
                 must_change=False))

@@ -15,7 +15,7 @@ from typing import Any
 from hsmcloud.protocols.ntls import messages
 from hsmcloud.protocols.ntls.messages import HelloReply, Message, UnknownOpcode
 from hsmcloud.protocols.ntls.opcodes import Op
-from hsmcloud.protocols.ntls.wire import ConnectionClosed, ProtocolError, read_frame, write_frame
+from hsmcloud.protocols.ntls.wire import ConnectionClosed, FrameReader, ProtocolError, write_frame
 from hsmcloud.protocols.pkcs11 import constants as c
 from hsmcloud.protocols.pkcs11.attributes import AttributeValueInvalid, NativeLayout
 
@@ -127,11 +127,12 @@ class NtlsDispatcher:
         try:
             # one request, one response: never wait for more bytes before sending
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            app, layout = self._hello(sock, client)
+            frames = FrameReader(sock)
+            app, layout = self._hello(sock, frames, client)
             if app is None:
                 return
             while True:
-                payload = read_frame(sock)
+                payload = frames.read()
                 response, close = self._call(app, layout, payload)
                 write_frame(sock, response)
                 if close:
@@ -150,8 +151,8 @@ class NtlsDispatcher:
             except OSError:
                 pass
 
-    def _hello(self, sock, client) -> tuple[Application | None, NativeLayout]:
-        payload = read_frame(sock)
+    def _hello(self, sock, frames: FrameReader, client) -> tuple[Application | None, NativeLayout]:
+        payload = frames.read()
         try:
             message, reader = messages.decode_request_header(payload)
         except UnknownOpcode:

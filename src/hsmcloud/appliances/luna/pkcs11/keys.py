@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from hsmcloud.protocols.pkcs11 import constants as c
 
@@ -57,18 +57,35 @@ def _der_unwrap(tag: int, data: bytes) -> bytes | None:
 
 
 @dataclass(frozen=True)
+class Edwards:
+    """An Edwards curve's `cryptography` key classes and its public key size."""
+
+    private: type
+    public: type
+    public_size: int
+
+    @property
+    def signature_size(self) -> int:
+        return 2 * self.public_size
+
+
+@dataclass(frozen=True)
 class Curve:
     name: str
     key_type: int
     bits: int
     oid_der: bytes
     names: tuple[str, ...]
-    crypto: type | None  # the `cryptography` curve class (None for Ed25519)
+    crypto: type | None  # the `cryptography` curve class (None for the Edwards curves)
+    edwards: Edwards | None = None
 
     @property
     def field_bytes(self) -> int:
         return (self.bits + 7) // 8
 
+
+_ED25519 = Edwards(ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, 32)
+_ED448 = Edwards(ed448.Ed448PrivateKey, ed448.Ed448PublicKey, 57)
 
 CURVES = (
     Curve("P-256", c.CKK_EC, 256, bytes.fromhex("06082a8648ce3d030107"),
@@ -77,12 +94,22 @@ CURVES = (
           ("secp384r1", "p-384", "nistp384"), ec.SECP384R1),
     Curve("P-521", c.CKK_EC, 521, bytes.fromhex("06052b81040023"),
           ("secp521r1", "p-521", "nistp521"), ec.SECP521R1),
+    Curve("P-224", c.CKK_EC, 224, bytes.fromhex("06052b81040021"),
+          ("secp224r1", "p-224", "nistp224"), ec.SECP224R1),
+    Curve("P-192", c.CKK_EC, 192, bytes.fromhex("06082a8648ce3d030101"),
+          ("prime192v1", "secp192r1", "p-192", "nistp192"), ec.SECP192R1),
     Curve("Ed25519", c.CKK_EC_EDWARDS, 255, bytes.fromhex("06032b6570"),
-          ("edwards25519", "ed25519"), None),
+          ("edwards25519", "ed25519"), None, _ED25519),
+    Curve("Ed448", c.CKK_EC_EDWARDS, 448, bytes.fromhex("06032b6571"),
+          ("edwards448", "ed448"), None, _ED448),
 )
+SUPPORTED = ", ".join(curve.name for curve in CURVES)
 _BY_OID = {curve.oid_der: curve for curve in CURVES}
 _BY_NAME = {name: curve for curve in CURVES for name in (*curve.names, curve.name.lower())}
 _BY_CRYPTO_NAME = {curve.crypto.name: curve for curve in CURVES if curve.crypto}
+_BY_EDWARDS_CLASS = {cls: curve for curve in CURVES if curve.edwards
+                     for cls in (curve.edwards.private, curve.edwards.public)}
+EDWARDS_KEY_CLASSES = tuple(_BY_EDWARDS_CLASS)
 
 
 def curve_of_params(ec_params: bytes, key_type: int) -> Curve:
@@ -92,20 +119,27 @@ def curve_of_params(ec_params: bytes, key_type: int) -> Curve:
         name = _der_unwrap(0x13, bytes(ec_params))  # PrintableString
         if name is None:
             if _der_unwrap(0x06, bytes(ec_params)) is not None:
-                raise CurveNotSupported("The curve is not one of P-256, P-384, P-521, Ed25519.")
+                raise CurveNotSupported(f"The curve is not one of {SUPPORTED}.")
             raise DomainParamsInvalid(
                 "CKA_EC_PARAMS must be a DER OBJECT IDENTIFIER or PrintableString curve name.")
         curve = _BY_NAME.get(name.decode("ascii", "replace").lower())
         if curve is None:
-            raise CurveNotSupported("The curve is not one of P-256, P-384, P-521, Ed25519.")
+            raise CurveNotSupported(f"The curve is not one of {SUPPORTED}.")
     if curve.key_type != key_type:
         raise CurveNotSupported(f"{curve.name} is not a curve of this key type.")
     return curve
 
 
 def curve_of_key(key) -> Curve:
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
-        return CURVES[3]
+    named = getattr(key, "curve", None)  # EC keys; Edwards keys have none
+    if named is not None:
+        curve = _BY_CRYPTO_NAME.get(named.name)
+        if curve is None:
+            raise CurveNotSupported(f"The curve {named.name} is not supported.")
+        return curve
+    for cls, curve in _BY_EDWARDS_CLASS.items():
+        if isinstance(key, cls):
+            return curve
     curve = _BY_CRYPTO_NAME.get(key.curve.name)
     if curve is None:
         raise CurveNotSupported(f"The curve {key.curve.name} is not supported.")
@@ -113,8 +147,8 @@ def curve_of_key(key) -> Curve:
 
 
 def ec_point_bytes(public_key) -> bytes:
-    """The raw public point: uncompressed X9.62 for EC, the 32 bytes for Ed25519."""
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
+    """The raw public point: uncompressed X9.62 for EC, the RFC 8032 bytes for Edwards curves."""
+    if isinstance(public_key, EDWARDS_KEY_CLASSES):
         return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return public_key.public_bytes(serialization.Encoding.X962,
                                    serialization.PublicFormat.UncompressedPoint)
@@ -137,8 +171,8 @@ def unwrap_ec_point(value: bytes, curve: Curve) -> bytes:
 
 
 def _point_length_ok(point: bytes, curve: Curve) -> bool:
-    if curve.crypto is None:
-        return len(point) == 32
+    if curve.edwards is not None:
+        return len(point) == curve.edwards.public_size
     size = curve.field_bytes
     return (len(point) == 1 + 2 * size and point[0] == 4) or (
         len(point) == 1 + size and point[0] in (2, 3))
@@ -146,8 +180,8 @@ def _point_length_ok(point: bytes, curve: Curve) -> bool:
 
 def ec_public_key(curve: Curve, point: bytes):
     try:
-        if curve.crypto is None:
-            return ed25519.Ed25519PublicKey.from_public_bytes(point)
+        if curve.edwards is not None:
+            return curve.edwards.public.from_public_bytes(point)
         return ec.EllipticCurvePublicKey.from_encoded_point(curve.crypto(), point)
     except ValueError:
         raise AttributeValueInvalid(f"CKA_EC_POINT is not a point on {curve.name}.") from None
@@ -155,8 +189,8 @@ def ec_public_key(curve: Curve, point: bytes):
 
 def ec_private_key(curve: Curve, value: bytes):
     try:
-        if curve.crypto is None:
-            return ed25519.Ed25519PrivateKey.from_private_bytes(bytes(value))
+        if curve.edwards is not None:
+            return curve.edwards.private.from_private_bytes(bytes(value))
         return ec.derive_private_key(int.from_bytes(value, "big"), curve.crypto())
     except ValueError:
         raise AttributeValueInvalid(f"CKA_VALUE is not a {curve.name} private key.") from None
@@ -164,7 +198,7 @@ def ec_private_key(curve: Curve, value: bytes):
 
 def ec_private_value(key, curve: Curve) -> bytes:
     """CKA_VALUE of an EC/Edwards private key: the scalar (big-endian, field size) or seed."""
-    if curve.crypto is None:
+    if curve.edwards is not None:
         return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                  serialization.NoEncryption())
     return key.private_numbers().private_value.to_bytes(curve.field_bytes, "big")
@@ -246,7 +280,7 @@ def load_pkcs8(data: bytes):
     except (ValueError, TypeError):
         raise WrappedKeyInvalid("The unwrapped data is not a PKCS#8 private key.") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey,
-                            ed25519.Ed25519PrivateKey)):
+                            ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         raise WrappedKeyInvalid("The unwrapped private key's type is not supported.")
     return key
 
@@ -260,7 +294,7 @@ def public_key_info(public_key) -> bytes:
 def key_type_of(private_key) -> int:
     if isinstance(private_key, rsa.RSAPrivateKey):
         return c.CKK_RSA
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+    if isinstance(private_key, EDWARDS_KEY_CLASSES):
         return c.CKK_EC_EDWARDS
     return c.CKK_EC
 

@@ -194,6 +194,8 @@ class P11Object:
     #: The session that created a session object (it goes when that session closes).
     session: int | None = None
     _crypto: Any = field(default=None, repr=False)
+    #: The key's size (see token.key_size), worked out once.
+    size_cache: int | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

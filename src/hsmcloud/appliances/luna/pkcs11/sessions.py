@@ -17,7 +17,7 @@ from hsmcloud.protocols.pkcs11.attributes import NativeLayout
 
 from ..core.partitions import Grant
 from ..core.roles import Role
-from .errors import OperationActive, OperationNotInitialized, SessionCount
+from .errors import DeviceMemory, OperationActive, OperationNotInitialized, SessionCount
 from .objects import P11Object
 
 #: Session objects get handles from here up, token objects (keystore handles) stay below.
@@ -56,6 +56,8 @@ class ActiveOperation:
     pending: bytes | None = None
     #: True once C_*Update ran: the one-shot C_Encrypt/C_Sign/... no longer applies.
     multi_part: bool = False
+    #: The key is CKA_ALWAYS_AUTHENTICATE and C_Login(CKU_CONTEXT_SPECIFIC) has not come yet.
+    needs_login: bool = False
 
 
 @dataclass(slots=True)
@@ -157,7 +159,6 @@ class Application:
     def add_session_object(self, serial: str, session: Session, obj: P11Object) -> P11Object:
         with self.lock:
             if len(self.session_objects) >= MAX_SESSION_OBJECTS_PER_APPLICATION:
-                from .errors import DeviceMemory
                 raise DeviceMemory("The application has too many session objects.")
             handle = self._next_object
             while handle in self.session_objects:

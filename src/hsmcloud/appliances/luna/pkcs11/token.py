@@ -18,7 +18,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from hsmcloud.protocols.ntls.messages import AttributeResult, GetRequest, OutBuf, Output
+from hsmcloud.protocols.ntls.messages import (
+    AttributeResult,
+    GetRequest,
+    OutBuf,
+    Output,
+    PartitionEntry,
+)
 from hsmcloud.protocols.pkcs11 import constants as c
 from hsmcloud.protocols.pkcs11.attributes import ATTRIBUTE_KINDS, Kind
 from hsmcloud.protocols.pkcs11.params import Mechanism
@@ -43,8 +49,6 @@ from .errors import (
     AttributeTypeInvalid,
     BufferTooSmall,
     CkError,
-    DeviceRemoved,
-    FunctionFailed,
     KeyFunctionNotPermitted,
     KeyHandleInvalid,
     KeyIndigestible,
@@ -54,6 +58,7 @@ from .errors import (
     KeyUnextractable,
     MechanismInvalid,
     ObjectHandleInvalid,
+    OperationActive,
     OperationNotInitialized,
     PinExpired,
     PinInvalid,
@@ -98,6 +103,8 @@ from .sessions import (
 )
 
 MANUFACTURER = "hsmcloud (Luna emulation)"
+#: A C_*Init whose pMechanism is NULL (PKCS#11 3.0: end the active operation) carries this type.
+CANCEL_MECHANISM = c.CK_UNAVAILABLE_INFORMATION
 MAX_RANDOM = 1024 * 1024
 _HW_VERSION = (7, 0)
 _FW_VERSION = tuple(int(part) for part in FIRMWARE_VERSION.split(".")[:2])
@@ -193,8 +200,6 @@ class Pkcs11Service:
     def __init__(self, core: ApplianceCore) -> None:
         self.core = core
         self.objects = TokenObjects(core)
-        # Serializes token-object writes that must be atomic together (a generated key pair).
-        self._write_lock = threading.Lock()
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -230,9 +235,6 @@ class Pkcs11Service:
                 raise PinExpired("The PIN was set by someone else and must be changed first "
                                  "(C_SetPIN).")
         return session
-
-    def _login(self, app: Application, session: Session) -> Login | None:
-        return app.logins.get(session.serial)
 
     def _visible(self, app: Application, session: Session, obj: P11Object) -> bool:
         if obj.private:
@@ -273,7 +275,6 @@ class Pkcs11Service:
     # -- slots and tokens -------------------------------------------------------------------------
 
     def list_partitions(self, app: Application) -> tuple:
-        from hsmcloud.protocols.ntls.messages import PartitionEntry
         assigned = self.core.clients.assigned_partitions(app.client_name)
         entries = [PartitionEntry(p.serial, p.name, p.initialized, p.label or "")
                    for p in self.core.partitions.list() if p.serial in assigned]
@@ -374,7 +375,7 @@ class Pkcs11Service:
     def login(self, app: Application, handle: int, user_type: int, pin: bytes | None) -> tuple:
         session = self._session(app, handle, allow_expired=True)
         if user_type == c.CKU_CONTEXT_SPECIFIC:
-            raise OperationNotInitialized("No operation needs a context-specific login.")
+            return self._context_login(app, session, pin)
         role = USER_ROLES.get(user_type)
         if role is None:
             raise UserTypeInvalid()
@@ -395,6 +396,20 @@ class Pkcs11Service:
             if session.serial in app.logins:
                 raise UserAnotherAlreadyLoggedIn()
             app.logins[session.serial] = Login(user_type, grant)
+        return ()
+
+    def _context_login(self, app: Application, session: Session, pin: bytes | None) -> tuple:
+        """CKU_CONTEXT_SPECIFIC: the logged-in user gives the PIN again for the key of the
+        session's active operation (CKA_ALWAYS_AUTHENTICATE)."""
+        login = app.logins.get(session.serial)
+        if login is None or not login.uses_keys:
+            raise UserNotLoggedIn("A context-specific login needs the CO or CU logged in.")
+        waiting = [a for a in session.operations.values() if a.needs_login]
+        if not waiting:
+            raise OperationNotInitialized("No active operation needs a context-specific login.")
+        self.core.partitions.login(session.serial, login.grant.role, _pin(pin))
+        for active in waiting:
+            active.needs_login = False
         return ()
 
     def logout(self, app: Application, handle: int) -> tuple:
@@ -553,7 +568,6 @@ class Pkcs11Service:
     def find_objects_init(self, app: Application, handle: int, template: list) -> tuple:
         session = self._session(app, handle)
         if session.find is not None:
-            from .errors import OperationActive
             raise OperationActive("A search is already active in this session.")
         t = obj_rules.template_dict(template)
         for type_ in t:
@@ -586,8 +600,10 @@ class Pkcs11Service:
     def _start(self, app: Application, handle: int, kind: str, mechanism: Mechanism,
                key_handle: int, usage: int) -> tuple:
         session = self._session(app, handle)
+        if mechanism.type == CANCEL_MECHANISM:
+            session.end(kind)  # PKCS#11 3.0: C_*Init with a NULL mechanism ends the operation
+            return ()
         if kind in session.operations:
-            from .errors import OperationActive
             raise OperationActive()
         key = self._object(app, session, key_handle, KeyHandleInvalid)
         spec = self._mechanisms().get(mechanism.type)
@@ -595,8 +611,10 @@ class Pkcs11Service:
         if factory is None:
             raise MechanismInvalid(f"{c.mechanism_name(mechanism.type)} cannot {kind}.")
         _check_key(key, spec, mechanism.type, usage)
-        session.start(kind, ActiveOperation(factory(key, mechanism, app.layout), key,
-                                            mechanism.type))
+        active = ActiveOperation(factory(key, mechanism, app.layout), key, mechanism.type)
+        # CKA_ALWAYS_AUTHENTICATE: each signature or decryption needs the PIN again
+        active.needs_login = kind in (SIGN, DECRYPT) and key.flag(c.CKA_ALWAYS_AUTHENTICATE)
+        session.start(kind, active)
         return ()
 
     def encrypt_init(self, app, handle, mechanism, key):
@@ -613,6 +631,9 @@ class Pkcs11Service:
 
     def digest_init(self, app: Application, handle: int, mechanism: Mechanism) -> tuple:
         session = self._session(app, handle)
+        if mechanism.type == CANCEL_MECHANISM:
+            session.end(DIGEST)
+            return ()
         spec = self._mechanisms().get(mechanism.type)
         if spec is None or spec.digest is None:
             raise MechanismInvalid(f"{c.mechanism_name(mechanism.type)} is not a digest.")
@@ -626,6 +647,9 @@ class Pkcs11Service:
         """Run one output-producing step with PKCS#11's buffer rules: a size query or a too-small
         buffer keeps the operation and the computed result for the next call."""
         active = session.active(kind)
+        if active.needs_login:
+            session.end(kind)
+            raise UserNotLoggedIn("The key needs the PIN again (C_Login with CKU_CONTEXT_SPECIFIC).")
         pending = active.pending
         if pending is not None and pending[0] == step:
             result = pending[1]
@@ -650,6 +674,9 @@ class Pkcs11Service:
 
     def _consume(self, session: Session, kind: str, fn) -> tuple:
         active = session.active(kind)
+        if active.needs_login:
+            session.end(kind)
+            raise UserNotLoggedIn("The key needs the PIN again (C_Login with CKU_CONTEXT_SPECIFIC).")
         try:
             fn(active)
         except BaseException:
@@ -994,13 +1021,18 @@ def _generated_key_type(mechanism: int, template: dict) -> int:
 
 def key_size(key: P11Object) -> int:
     """The key's size in the unit C_GetMechanismInfo uses: bits for RSA/EC, bytes for secrets."""
+    size = key.size_cache
+    if size is None:
+        size = key.size_cache = _key_size(key)
+    return size
+
+
+def _key_size(key: P11Object) -> int:
     if key.key_type == c.CKK_RSA:
         modulus = key.attrs.get(c.CKA_MODULUS)
         return int.from_bytes(modulus, "big").bit_length() if modulus else 0
-    if key.key_type == c.CKK_EC:
-        return keys.curve_of_params(key.attrs[c.CKA_EC_PARAMS], c.CKK_EC).bits
-    if key.key_type == c.CKK_EC_EDWARDS:
-        return 255
+    if key.key_type in (c.CKK_EC, c.CKK_EC_EDWARDS):
+        return keys.curve_of_params(key.attrs[c.CKA_EC_PARAMS], key.key_type).bits
     return key.attrs.get(c.CKA_VALUE_LEN, 0)
 
 

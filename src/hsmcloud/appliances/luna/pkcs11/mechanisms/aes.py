@@ -374,6 +374,53 @@ def _cmac_verify(mechanism_type: int):
     return start
 
 
+class _CbcMac(SignOperation):
+    """CBC-MAC with a zero IV over the data padded with zero bytes (ISO/IEC 9797-1 method 1)."""
+
+    __slots__ = ("_encryptor", "_pending", "_last", "_length")
+
+    def __init__(self, value: bytes, length: int) -> None:
+        self._encryptor = Cipher(algorithms.AES(value), modes.CBC(bytes(BLOCK))).encryptor()
+        self._pending = b""
+        self._last = b""
+        self._length = length
+
+    def update(self, data: bytes) -> None:
+        data = self._pending + bytes(data)
+        cut = len(data) - len(data) % BLOCK
+        if cut:
+            self._last = self._encryptor.update(data[:cut])[-BLOCK:]
+        self._pending = data[cut:]
+
+    def final(self) -> bytes:
+        if self._pending or not self._last:
+            self._last = self._encryptor.update(self._pending.ljust(BLOCK, b"\x00"))[-BLOCK:]
+        return self._last[: self._length]
+
+
+def _mac_length(mechanism_type: int, mechanism, layout) -> int:
+    if mechanism_type == c.CKM_AES_MAC:
+        no_param(mechanism)
+        return BLOCK // 2
+    length = raw_param(mechanism, MacGeneralParams, layout).length
+    if not 1 <= length <= BLOCK:
+        raise MechanismParamInvalid("The MAC length must be 1..16 bytes.")
+    return length
+
+
+def _cbc_mac_sign(mechanism_type: int):
+    def start(key, mechanism, layout):
+        return _CbcMac(_aes_key(key), _mac_length(mechanism_type, mechanism, layout))
+    return start
+
+
+def _cbc_mac_verify(mechanism_type: int):
+    def start(key, mechanism, layout):
+        length = _mac_length(mechanism_type, mechanism, layout)
+        return MacVerify(_CbcMac(_aes_key(key), length), length)
+    return start
+
+
 # -- derivation -------------------------------------------------------------------------------
 
 
@@ -393,8 +440,10 @@ def _encrypt_data_derive(mechanism_type: int):
         encryptor = Cipher(algorithms.AES(value), mode).encryptor()
         out = encryptor.update(bytes(data)) + encryptor.finalize()
         length = attrs.get(c.CKA_VALUE_LEN, len(out))
-        if not 0 < length <= len(out):
-            raise TemplateInconsistent(f"CKA_VALUE_LEN must be 1..{len(out)} here.")
+        if length > len(out):
+            raise MechanismParamInvalid(f"{len(data)} bytes of data cannot make a {length}-byte key.")
+        if length <= 0:
+            raise TemplateInconsistent("CKA_VALUE_LEN must be at least 1.")
         return out[:length]
     return derive
 
@@ -413,6 +462,10 @@ def mechanisms() -> list[MechanismSpec]:
     for mechanism_type in (c.CKM_AES_CMAC, c.CKM_AES_CMAC_GENERAL):
         specs.append(MechanismSpec(type=mechanism_type, sign=_cmac_sign(mechanism_type),
                                    verify=_cmac_verify(mechanism_type), **size))
+    for mechanism_type in (c.CKM_AES_MAC, c.CKM_AES_MAC_GENERAL):
+        specs.append(MechanismSpec(type=mechanism_type, sign=_cbc_mac_sign(mechanism_type),
+                                   verify=_cbc_mac_verify(mechanism_type), approved=False,
+                                   **size))
     for mechanism_type in (c.CKM_AES_ECB_ENCRYPT_DATA, c.CKM_AES_CBC_ENCRYPT_DATA):
         specs.append(MechanismSpec(type=mechanism_type,
                                    derive=_encrypt_data_derive(mechanism_type), **size))

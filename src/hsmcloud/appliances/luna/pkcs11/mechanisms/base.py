@@ -8,6 +8,7 @@ C_SignInit..C_Sign, C_EncryptInit..C_EncryptFinal, ...) is an object with ``upda
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from ..errors import (
     KeyTypeInconsistent,
     MechanismParamInvalid,
     SignatureInvalid,
+    SignatureLenRange,
 )
 from ..objects import P11Object
 
@@ -101,12 +103,9 @@ class MacVerify(VerifyOperation):
         self._signer.update(data)
 
     def final(self, signature: bytes) -> None:
-        import hmac as _hmac
-
-        from ..errors import SignatureLenRange
         if len(signature) != self._length:
             raise SignatureLenRange(f"The MAC is {self._length} bytes, not {len(signature)}.")
-        if not _hmac.compare_digest(self._signer.final(), bytes(signature)):
+        if not hmac.compare_digest(self._signer.final(), bytes(signature)):
             raise SignatureInvalid()
 
 

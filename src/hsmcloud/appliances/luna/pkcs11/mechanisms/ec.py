@@ -1,11 +1,11 @@
-"""Elliptic curves: P-256/384/521 key pairs, ECDSA (raw and hash-and-sign), ECDH1 derive;
-Ed25519 key pairs and EdDSA."""
+"""Elliptic curves: P-192/224/256/384/521 key pairs, ECDSA (raw and hash-and-sign), ECDH1
+derive; Ed25519 and Ed448 key pairs and EdDSA."""
 
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
 from hsmcloud.protocols.pkcs11 import constants as c
@@ -14,6 +14,7 @@ from hsmcloud.protocols.pkcs11.params import Ecdh1DeriveParams, EddsaParams
 from .. import keys
 from ..errors import (
     DataLenRange,
+    KeySizeRange,
     MechanismParamInvalid,
     SignatureInvalid,
     SignatureLenRange,
@@ -62,16 +63,20 @@ def _ec_params(public_attrs: dict, private_attrs: dict) -> bytes:
     return params
 
 
-def _generate_ec(public_attrs, private_attrs, mechanism, layout):
-    no_param(mechanism)
-    curve = keys.curve_of_params(_ec_params(public_attrs, private_attrs), c.CKK_EC)
-    return ec.generate_private_key(curve.crypto())
+def _generate_ec(min_bits: int):
+    def generate(public_attrs, private_attrs, mechanism, layout):
+        no_param(mechanism)
+        curve = keys.curve_of_params(_ec_params(public_attrs, private_attrs), c.CKK_EC)
+        if curve.bits < min_bits:
+            raise KeySizeRange(f"{curve.name} is below {min_bits} bits (FIPS mode).")
+        return ec.generate_private_key(curve.crypto())
+    return generate
 
 
 def _generate_edwards(public_attrs, private_attrs, mechanism, layout):
     no_param(mechanism)
-    keys.curve_of_params(_ec_params(public_attrs, private_attrs), c.CKK_EC_EDWARDS)
-    return ed25519.Ed25519PrivateKey.generate()
+    curve = keys.curve_of_params(_ec_params(public_attrs, private_attrs), c.CKK_EC_EDWARDS)
+    return curve.edwards.private.generate()
 
 
 # -- ECDSA ------------------------------------------------------------------------------------
@@ -241,7 +246,7 @@ def _eddsa_params(mechanism) -> None:
         return
     params = structured_param(mechanism, EddsaParams)
     if params.ph_flag or params.context_data:
-        raise MechanismParamInvalid("Only pure Ed25519 (no prehash, no context) is supported.")
+        raise MechanismParamInvalid("Only pure EdDSA (no prehash, no context) is supported.")
 
 
 class _EddsaSign(Accumulating, SignOperation):
@@ -259,8 +264,9 @@ class _EddsaVerify(Accumulating, VerifyOperation):
         self._key = key
 
     def final(self, signature: bytes) -> None:
-        if len(signature) != 64:
-            raise SignatureLenRange("An Ed25519 signature is 64 bytes.")
+        size = keys.curve_of_key(self._key).edwards.signature_size
+        if len(signature) != size:
+            raise SignatureLenRange(f"The EdDSA signature of this curve is {size} bytes.")
         try:
             self._key.verify(bytes(signature), self.message())
         except InvalidSignature:
@@ -279,20 +285,21 @@ def _eddsa_verify(key, mechanism, layout):
     return _EddsaVerify(key.crypto())
 
 
-def mechanisms() -> list[MechanismSpec]:
-    size = dict(min_key=256, max_key=521, key_types=_EC)
+def mechanisms(*, min_bits: int) -> list[MechanismSpec]:
+    """The EC mechanisms; ``min_bits`` is 224 in FIPS mode (no P-192), else 192."""
+    size = dict(min_key=min_bits, max_key=521, key_types=_EC)
     curves = c.CKF_EC_F_P | c.CKF_EC_OID | c.CKF_EC_UNCOMPRESS
     specs = [
-        MechanismSpec(type=c.CKM_EC_KEY_PAIR_GEN, generate_pair=_generate_ec,
+        MechanismSpec(type=c.CKM_EC_KEY_PAIR_GEN, generate_pair=_generate_ec(min_bits),
                       extra_flags=curves, **size),
         MechanismSpec(type=c.CKM_ECDSA, sign=_ecdsa_sign(c.CKM_ECDSA),
                       verify=_ecdsa_verify(c.CKM_ECDSA), extra_flags=curves, **size),
         MechanismSpec(type=c.CKM_ECDH1_DERIVE, derive=ecdh_derive, extra_flags=curves, **size),
         MechanismSpec(type=c.CKM_EC_EDWARDS_KEY_PAIR_GEN, generate_pair=_generate_edwards,
-                      min_key=255, max_key=255, key_types=_EDWARDS, approved=False,
+                      min_key=255, max_key=448, key_types=_EDWARDS, approved=False,
                       extra_flags=c.CKF_EC_OID),
         MechanismSpec(type=c.CKM_EDDSA, sign=_eddsa_sign, verify=_eddsa_verify, min_key=255,
-                      max_key=255, key_types=_EDWARDS, approved=False, extra_flags=c.CKF_EC_OID),
+                      max_key=448, key_types=_EDWARDS, approved=False, extra_flags=c.CKF_EC_OID),
     ]
     for mechanism_type in _ECDSA_HASHES:
         specs.append(MechanismSpec(type=mechanism_type, sign=_ecdsa_sign(mechanism_type),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
