@@ -226,6 +226,15 @@ static void check_ec(CK_SESSION_HANDLE s)
     EXPECT_RV("C_VerifyInit", p11->C_VerifyInit(s, &m, pub), CKR_OK);
     EXPECT_RV("C_VerifyUpdate", p11->C_VerifyUpdate(s, data, sizeof data), CKR_OK);
     EXPECT_RV("C_VerifyFinal", p11->C_VerifyFinal(s, sig, n), CKR_OK);
+    /* PKCS#11 3.0: an Init with no mechanism ends the active operation of that kind. */
+    EXPECT_RV("C_SignInit", p11->C_SignInit(s, &m, priv), CKR_OK);
+    EXPECT_RV("C_SignUpdate", p11->C_SignUpdate(s, data, 4), CKR_OK);
+    EXPECT_RV("C_SignInit again while active", p11->C_SignInit(s, &m, priv), CKR_OPERATION_ACTIVE);
+    EXPECT_RV("C_SignInit(NULL) cancels", p11->C_SignInit(s, NULL, priv), CKR_OK);
+    EXPECT_RV("C_SignUpdate after the cancel", p11->C_SignUpdate(s, data, 4), CKR_OPERATION_NOT_INITIALIZED);
+    EXPECT_RV("C_SignInit after the cancel", p11->C_SignInit(s, &m, priv), CKR_OK);
+    n = sizeof sig;
+    EXPECT_RV("C_Sign", p11->C_Sign(s, data, sizeof data, sig, &n), CKR_OK);
 }
 
 static void check_rsa(CK_SESSION_HANDLE s)

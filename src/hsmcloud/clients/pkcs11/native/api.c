@@ -755,11 +755,9 @@ static CK_RV init_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_ME
 {
     op_t op;
     CK_RV rv;
-    if (m == NULL)
-        return CKR_ARGUMENTS_BAD;
     rv = session_begin(&op, st, h, opcode);
     if (rv == CKR_OK)
-        rv = hc_put_mechanism(&op.req, m);
+        rv = m != NULL ? hc_put_mechanism(&op.req, m) : hc_put_cancel(&op.req);
     if (rv == CKR_OK) {
         if (with_key)
             hc_put_u64(&op.req, key);

@@ -275,6 +275,14 @@ CK_RV hc_put_mechanism(hc_buf *b, const CK_MECHANISM *m)
     return put_structured(b, m);
 }
 
+/* PKCS#11 3.0: an Init with pMechanism NULL ends the active operation (mechanism type all ones). */
+CK_RV hc_put_cancel(hc_buf *b)
+{
+    hc_put_u64(b, HC_CANCEL_MECHANISM);
+    hc_put_u8(b, 0);
+    return CKR_OK;
+}
+
 /* ---- reading ---- */
 
 static const unsigned char *take(hc_reader *r, size_t n)

@@ -93,6 +93,9 @@ void hc_put_outbuf(hc_buf *b, const void *out, CK_ULONG capacity);
 CK_RV hc_put_template(hc_buf *b, const CK_ATTRIBUTE *t, CK_ULONG count);
 /* Mechanism: structured parameters for the mechanisms the protocol lists, raw otherwise. */
 CK_RV hc_put_mechanism(hc_buf *b, const CK_MECHANISM *m);
+/* The mechanism type that stands for "no mechanism": cancel the active operation (PKCS#11 3.0). */
+#define HC_CANCEL_MECHANISM 0xFFFFFFFFFFFFFFFFULL
+CK_RV hc_put_cancel(hc_buf *b);
 /* C_GetAttributeValue's offer: type, has_buffer, buffer_length per attribute. */
 void hc_put_get_template(hc_buf *b, const CK_ATTRIBUTE *t, CK_ULONG count);
 
