@@ -144,3 +144,58 @@ def test_pkcs11_against_a_running_luna_appliance(tmp_path):
             await appliance.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_token_keys_survive_an_appliance_restart(tmp_path):
+    async def scenario():
+        cfg = config(tmp_path, ntls_port=0)
+        appliance = LunaAppliance(cfg)
+        await appliance.start()
+        core = appliance.core
+        shell = await asyncio.to_thread(initialized, core)
+        await asyncio.to_thread(ok, shell, "partition create -partition p1")
+        serial = core.partitions.by_name("p1").serial
+        cert, key = client_certificate(tmp_path / "client", "app")
+        core.clients.register("app", certificate_pem=cert.read_bytes(), hostname="app")
+        core.clients.assign("app", serial)
+        server = tmp_path / "client" / "server.pem"
+        server.write_text(core.clients.server_certificate().certificate_pem)
+
+        def connect(port):
+            return NtlsClient.connect("127.0.0.1", port, certificate=cert, private_key=key,
+                                      server_certificate=server)
+
+        def first(port) -> bytes:
+            with connect(port) as ntls:
+                ntls.init_token(serial, PO_PIN.encode(), "p1")
+                s = ntls.open_session(serial, RW)
+                ntls.login(s, c.CKU_SO, PO_PIN.encode())
+                ntls.admin("partition.changepolicy", session=s, policy=21, value=0)
+                ntls.init_pin(s, CO_PIN.encode())
+                ntls.logout(s)
+                ntls.login(s, c.CKU_USER, CO_PIN.encode())
+                _, priv = ntls.generate_key_pair(
+                    s, c.CKM_RSA_PKCS_KEY_PAIR_GEN, [(c.CKA_MODULUS_BITS, 2048), (c.CKA_TOKEN, True)],
+                    [(c.CKA_TOKEN, True), (c.CKA_LABEL, b"kept")])
+                ntls.sign_init(s, c.CKM_SHA256_RSA_PKCS, priv)
+                return ntls.sign(s, b"same data")
+
+        def second(port) -> bytes:
+            with connect(port) as ntls:
+                s = ntls.open_session(serial, RW)
+                ntls.login(s, c.CKU_USER, CO_PIN.encode())
+                (priv,) = ntls.find_objects(s, [(c.CKA_LABEL, b"kept")])
+                ntls.sign_init(s, c.CKM_SHA256_RSA_PKCS, priv)
+                return ntls.sign(s, b"same data")
+
+        before = await asyncio.to_thread(first, appliance.ntls_port)
+        await appliance.stop()
+        appliance = LunaAppliance(cfg)
+        await appliance.start()
+        try:
+            after = await asyncio.to_thread(second, appliance.ntls_port)
+        finally:
+            await appliance.stop()
+        assert after == before  # PKCS#1 v1.5 is deterministic: the same key signed
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))

@@ -68,7 +68,7 @@ class FrameReader:
     def _fill(self, needed: int) -> None:
         buffer = self._buffer
         while len(buffer) < needed:
-            chunk = self._sock.recv(max(self._CHUNK, needed - len(buffer)))
+            chunk = self._sock.recv(min(max(self._CHUNK, needed - len(buffer)), 1 << 20))
             if not chunk:
                 raise ConnectionClosed(
                     "connection closed" if not buffer else
