@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ....private_files import make_private
 from .errors import StateError
 
 DEVICE_KEY_FILE = "device.key"
@@ -104,6 +105,7 @@ class DeviceKeyFile:
                     "appliance cannot be opened. Only a provider reset recovers the device."
                 )
             return self.create()
+        make_private(self.path)  # a key file left readable by an older version is narrowed
         key = _read_key(self.path)
         if recorded_id is not None and key_id(key) != recorded_id:
             raise StateError(f"{self.path} is not the device key this appliance state was sealed with.")
