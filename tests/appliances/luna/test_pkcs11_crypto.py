@@ -668,6 +668,26 @@ def test_aes_encrypt_data_derivation(ntls, session):
 def test_random(ntls, session):
     a, b = ntls.generate_random(session, 64), ntls.generate_random(session, 64)
     assert len(a) == len(b) == 64 and a != b
+
+
+def test_seed_random_is_mixed_into_the_generator_without_a_login(harness, ntls):
+    public = harness.session(ntls, user=None, flags=c.CKF_SERIAL_SESSION)
+    ntls.seed_random(public, b"12345678")
+    ntls.seed_random(public, b"")
+    # seeding adds to the pool; the same seed twice still gives different random data
+    ntls.seed_random(public, b"k" * 1024)
+    first = ntls.generate_random(public, 32)
+    ntls.seed_random(public, b"k" * 1024)
+    assert ntls.generate_random(public, 32) != first
+    with pytest.raises(Pkcs11Error) as error:
+        ntls.seed_random(public + 1000, b"seed")
+    assert error.value.rv == c.CKR_SESSION_HANDLE_INVALID
+    ntls.close_session(public)
+
+
+def test_seed_random_where_the_system_generator_takes_no_seed(ntls, session, monkeypatch, tmp_path):
+    from hsmcloud.appliances.luna.pkcs11 import token
+    monkeypatch.setattr(token, "RANDOM_POOL", str(tmp_path))  # a directory cannot be written
     with pytest.raises(Pkcs11Error) as error:
         ntls.seed_random(session, b"seed")
     assert error.value.rv == c.CKR_RANDOM_SEED_NOT_SUPPORTED
