@@ -518,6 +518,11 @@ static int check_init_token(void)
     EXPECT_RV("C_SetPIN", p11->C_SetPIN(s, (CK_UTF8CHAR_PTR)user, strlen(user), (CK_UTF8CHAR_PTR)user2, strlen(user2)),
               CKR_OK);
     EXPECT_RV("C_GenerateRandom after it", p11->C_GenerateRandom(s, r, sizeof r), CKR_OK);
+    EXPECT_RV("C_SetPIN with a wrong old PIN",
+              p11->C_SetPIN(s, (CK_UTF8CHAR_PTR) "wrong-old-pin", 13, (CK_UTF8CHAR_PTR)user, strlen(user)),
+              CKR_PIN_INCORRECT);
+    EXPECT_RV("C_SetPIN to an empty PIN", p11->C_SetPIN(s, (CK_UTF8CHAR_PTR)user2, strlen(user2), (CK_UTF8CHAR_PTR) "", 0),
+              CKR_PIN_LEN_RANGE);
     EXPECT_RV("C_Finalize", p11->C_Finalize(NULL), CKR_OK);
     return 0;
 }
