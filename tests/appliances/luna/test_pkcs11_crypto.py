@@ -233,6 +233,55 @@ def test_rsa_imported_private_key_signs_like_cryptography(ntls, session):
                                                 c.CKA_NEVER_EXTRACTABLE: False, c.CKA_LOCAL: False}
 
 
+#: A legacy 512-bit RSA key (made with `openssl genrsa 512`; `cryptography` generates none this
+#: small), as in the old certificates applications still verify.
+LEGACY_RSA_512 = b"""
+-----BEGIN RSA PRIVATE KEY-----
+MIIBPAIBAAJBALX/KLCnYcFUtoYjIXNT+o71TlItqB+jQ2U/vNSWHkUnlIB9tNH8
+to8jZxRTRsgdlNSFpZugQGPPEDQ+TQzjRmsCAwEAAQJAM0wABAqpmvxtldFBFGiP
+LswljzQfNwula1xTtPe7AHJ1rVPdTMhoAUZZj5kjOHwMCb5xr3WxQ5UluQQ2cJSf
+wQIhAOK8vEuFT00Sl5RWqAZEKwEyLa8LO5PR1NxvSYEGmgf1AiEAzXw5ARKAjdQo
+HH+LSED97wWmMLBxhmnA3TR3E81d+N8CIQC6B9aKNA+TkfySNeNYeNe7/HqlExdH
+ujLmxdxOI6d/fQIhAMgcdKstqJH2jYWLVEnuOR2gI8OA4V3j+VWy9VAMjLqDAiEA
+1qsjc0g/T/8UbDnt3Z77YIAS3bVvZaU7nMfFsI7e2LY=
+-----END RSA PRIVATE KEY-----
+"""
+
+
+def test_rsa_legacy_512_bit_keys_are_imported_and_used_but_not_generated(harness, ntls, session):
+    key = serialization.load_pem_private_key(LEGACY_RSA_512.strip(), None)
+    n = key.private_numbers()
+    big = lambda v: v.to_bytes((v.bit_length() + 7) // 8, "big")  # noqa: E731
+    modulus = [(c.CKA_KEY_TYPE, c.CKK_RSA), (c.CKA_MODULUS, big(n.public_numbers.n)),
+               (c.CKA_PUBLIC_EXPONENT, big(65537))]
+    pub = ntls.create_object(session, [(c.CKA_CLASS, c.CKO_PUBLIC_KEY), *modulus])
+    priv = ntls.create_object(session, [(c.CKA_CLASS, c.CKO_PRIVATE_KEY), *modulus,
+                                        (c.CKA_PRIVATE_EXPONENT, big(n.d))])
+    signature = key.sign(b"tbs", padding.PKCS1v15(), hashes.SHA1())
+    verify(ntls, session, c.CKM_SHA1_RSA_PKCS, pub, b"tbs", signature)
+    assert sign(ntls, session, c.CKM_SHA256_RSA_PKCS, priv, b"tbs") == \
+        key.sign(b"tbs", padding.PKCS1v15(), hashes.SHA256())
+    # SHA-512's DigestInfo (83 bytes) and 11 bytes of padding do not fit 64 bytes: refused at Init
+    for start, handle in ((ntls.sign_init, priv), (ntls.verify_init, pub)):
+        with pytest.raises(Pkcs11Error) as error:
+            start(session, c.CKM_SHA512_RSA_PKCS, handle)
+        assert error.value.rv == c.CKR_KEY_SIZE_RANGE
+    with pytest.raises(Pkcs11Error) as error:
+        ntls.sign_init(session, Mechanism(c.CKM_SHA512_RSA_PKCS_PSS,
+                                          PssParams(c.CKM_SHA512, c.CKG_MGF1_SHA512, 0)), priv)
+    assert error.value.rv == c.CKR_KEY_SIZE_RANGE
+    assert ntls.get_mechanism_info(harness.serial, c.CKM_SHA1_RSA_PKCS)[:2] == (512, 4096)
+    assert ntls.get_mechanism_info(harness.serial, c.CKM_RSA_PKCS_KEY_PAIR_GEN)[:2] == (1024, 4096)
+    with pytest.raises(Pkcs11Error) as error:
+        rsa_pair(ntls, session, 512)
+    assert error.value.rv == c.CKR_KEY_SIZE_RANGE
+    smaller = rsa.RSAPublicNumbers(65537, (n.public_numbers.n >> 200) | 1)  # 312 bits
+    with pytest.raises(Pkcs11Error) as error:
+        ntls.create_object(session, [(c.CKA_CLASS, c.CKO_PUBLIC_KEY), (c.CKA_KEY_TYPE, c.CKK_RSA),
+                                     (c.CKA_MODULUS, big(smaller.n)), (c.CKA_PUBLIC_EXPONENT, big(65537))])
+    assert error.value.rv == c.CKR_KEY_SIZE_RANGE
+
+
 # -- EC and EdDSA ---------------------------------------------------------------------------
 
 
@@ -668,6 +717,26 @@ def test_aes_encrypt_data_derivation(ntls, session):
 def test_random(ntls, session):
     a, b = ntls.generate_random(session, 64), ntls.generate_random(session, 64)
     assert len(a) == len(b) == 64 and a != b
+
+
+def test_seed_random_is_mixed_into_the_generator_without_a_login(harness, ntls):
+    public = harness.session(ntls, user=None, flags=c.CKF_SERIAL_SESSION)
+    ntls.seed_random(public, b"12345678")
+    ntls.seed_random(public, b"")
+    # seeding adds to the pool; the same seed twice still gives different random data
+    ntls.seed_random(public, b"k" * 1024)
+    first = ntls.generate_random(public, 32)
+    ntls.seed_random(public, b"k" * 1024)
+    assert ntls.generate_random(public, 32) != first
+    with pytest.raises(Pkcs11Error) as error:
+        ntls.seed_random(public + 1000, b"seed")
+    assert error.value.rv == c.CKR_SESSION_HANDLE_INVALID
+    ntls.close_session(public)
+
+
+def test_seed_random_where_the_system_generator_takes_no_seed(ntls, session, monkeypatch, tmp_path):
+    from hsmcloud.appliances.luna.pkcs11 import token
+    monkeypatch.setattr(token, "RANDOM_POOL", str(tmp_path))  # a directory cannot be written
     with pytest.raises(Pkcs11Error) as error:
         ntls.seed_random(session, b"seed")
     assert error.value.rv == c.CKR_RANDOM_SEED_NOT_SUPPORTED
@@ -741,6 +810,7 @@ def test_fips_mode_refuses_non_approved_mechanisms(tmp_path):
             assert c.CKM_EDDSA not in mechanisms and c.CKM_RSA_X_509 not in mechanisms
             assert c.CKM_SHA1_RSA_PKCS not in mechanisms and c.CKM_SHA256_RSA_PKCS in mechanisms
             assert ntls.get_mechanism_info(h.serial, c.CKM_RSA_PKCS_KEY_PAIR_GEN)[0] == 2048
+            assert ntls.get_mechanism_info(h.serial, c.CKM_SHA256_RSA_PKCS)[0] == 2048
             assert ntls.get_mechanism_info(h.serial, c.CKM_EC_KEY_PAIR_GEN)[0] == 224
             session = h.session(ntls)
             with pytest.raises(Pkcs11Error) as error:

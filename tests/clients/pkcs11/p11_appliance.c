@@ -443,6 +443,11 @@ static void check_objects_and_random(CK_SESSION_HANDLE s)
     EXPECT_RV("C_GenerateRandom", p11->C_GenerateRandom(s, r1, sizeof r1), CKR_OK);
     EXPECT_RV("C_GenerateRandom", p11->C_GenerateRandom(s, r2, sizeof r2), CKR_OK);
     EXPECT("random differs", memcmp(r1, r2, sizeof r1) != 0);
+    /* PKCS#11 v2.40 §5.15: the seed is mixed into the token's generator */
+    EXPECT_RV("C_SeedRandom", p11->C_SeedRandom(s, (CK_BYTE_PTR) "12345678", 8), CKR_OK);
+    EXPECT_RV("C_SeedRandom(NULL, 0)", p11->C_SeedRandom(s, NULL, 0), CKR_OK);
+    EXPECT_RV("C_GenerateRandom after seeding", p11->C_GenerateRandom(s, r1, sizeof r1), CKR_OK);
+    EXPECT("random differs after seeding", memcmp(r1, r2, sizeof r1) != 0);
 }
 
 static int check_basics(void)
@@ -513,6 +518,11 @@ static int check_init_token(void)
     EXPECT_RV("C_SetPIN", p11->C_SetPIN(s, (CK_UTF8CHAR_PTR)user, strlen(user), (CK_UTF8CHAR_PTR)user2, strlen(user2)),
               CKR_OK);
     EXPECT_RV("C_GenerateRandom after it", p11->C_GenerateRandom(s, r, sizeof r), CKR_OK);
+    EXPECT_RV("C_SetPIN with a wrong old PIN",
+              p11->C_SetPIN(s, (CK_UTF8CHAR_PTR) "wrong-old-pin", 13, (CK_UTF8CHAR_PTR)user, strlen(user)),
+              CKR_PIN_INCORRECT);
+    EXPECT_RV("C_SetPIN to an empty PIN", p11->C_SetPIN(s, (CK_UTF8CHAR_PTR)user2, strlen(user2), (CK_UTF8CHAR_PTR) "", 0),
+              CKR_PIN_LEN_RANGE);
     EXPECT_RV("C_Finalize", p11->C_Finalize(NULL), CKR_OK);
     return 0;
 }

@@ -206,7 +206,13 @@ def ec_private_value(key, curve: Curve) -> bytes:
 
 # -- RSA --------------------------------------------------------------------------------------
 
-RSA_MIN_BITS = 1024
+#: The smallest RSA key the token imports and uses outside FIPS mode: a Luna goes down to 256
+#: bits there; 512 is the smallest OpenSSL (under `cryptography`) works with, which is enough
+#: for the legacy certificates people still verify.
+RSA_MIN_BITS = 512
+#: The smallest RSA key the token generates outside FIPS mode (`cryptography` generates none
+#: smaller).
+RSA_GENERATE_MIN_BITS = 1024
 RSA_FIPS_MIN_BITS = 2048
 RSA_MAX_BITS = 4096
 

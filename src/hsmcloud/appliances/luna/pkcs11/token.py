@@ -106,6 +106,10 @@ MANUFACTURER = "hsmcloud (Luna emulation)"
 #: A C_*Init whose pMechanism is NULL (PKCS#11 3.0: end the active operation) carries this type.
 CANCEL_MECHANISM = c.CK_UNAVAILABLE_INFORMATION
 MAX_RANDOM = 1024 * 1024
+#: The appliance's random number generator is the operating system's. Data written to this
+#: device is mixed into its pool without being credited as entropy (Linux random(4)), so seed
+#: material can only add unpredictability, never take it away.
+RANDOM_POOL = "/dev/urandom"
 _HW_VERSION = (7, 0)
 _FW_VERSION = tuple(int(part) for part in FIRMWARE_VERSION.split(".")[:2])
 
@@ -973,8 +977,17 @@ class Pkcs11Service:
     # -- random -----------------------------------------------------------------------------------
 
     def seed_random(self, app: Application, handle: int, seed: bytes) -> tuple:
+        """C_SeedRandom (PKCS#11 v2.40 §5.15): mixes the seed into the token's generator, as a
+        Luna does; no login is needed, like C_GenerateRandom."""
         self._session(app, handle)
-        raise RandomSeedNotSupported()
+        if len(seed) > MAX_RANDOM:
+            raise ArgumentsBad(f"At most {MAX_RANDOM} bytes of seed per call.")
+        try:
+            with open(RANDOM_POOL, "wb", buffering=0) as pool:
+                pool.write(seed)
+        except OSError:
+            raise RandomSeedNotSupported("The appliance's generator takes no seed here.") from None
+        return ()
 
     def generate_random(self, app: Application, handle: int, length: int) -> tuple:
         self._session(app, handle)

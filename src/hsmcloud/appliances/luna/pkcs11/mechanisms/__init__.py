@@ -13,7 +13,8 @@ from .base import MechanismSpec
 def registry(*, fips: bool) -> dict[int, MechanismSpec]:
     """Every mechanism; in FIPS mode (HSM policy 12 = 0) only the approved ones, RSA from 2048."""
     specs = [
-        *rsa.mechanisms(min_bits=keys.RSA_FIPS_MIN_BITS if fips else keys.RSA_MIN_BITS),
+        *rsa.mechanisms(min_bits=keys.RSA_FIPS_MIN_BITS if fips else keys.RSA_MIN_BITS,
+                        generate_min_bits=keys.RSA_FIPS_MIN_BITS if fips else keys.RSA_GENERATE_MIN_BITS),
         *ec.mechanisms(min_bits=224 if fips else 192), *aes.mechanisms(), *hmac.mechanisms(), *digest.MECHANISMS,
         *kdf.mechanisms(),
     ]

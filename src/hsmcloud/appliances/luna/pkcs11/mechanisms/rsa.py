@@ -220,6 +220,18 @@ def _x509_verify(key: rsa.RSAPublicKey, data: bytes, signature: bytes) -> None:
         raise SignatureInvalid()
 
 
+def _pkcs1_hash_padding(key, algorithm) -> padding.PKCS1v15:
+    """PKCS#1 v1.5 for a hash-and-sign mechanism, once the key is known to be large enough:
+    the encoded DigestInfo and 11 bytes of padding must fit the modulus (RFC 8017 §9.2; a
+    legacy 512-bit key is too small for SHA-384 and SHA-512), else CKR_KEY_SIZE_RANGE at Init."""
+    prefix = next(p for p, a in _DIGEST_INFO.items() if a is type(algorithm))
+    needed = len(prefix) + algorithm.digest_size + 11
+    if modulus_bytes(key) < needed:
+        raise KeySizeRange(f"{algorithm.name.upper()} with PKCS #1 v1.5 needs a modulus of at least "
+                           f"{needed * 8} bits.")
+    return padding.PKCS1v15()
+
+
 def _pss_padding(params: PssParams, hash_mechanism: int | None, key) -> tuple:
     if hash_mechanism is not None and params.hash_alg != hash_mechanism:
         raise MechanismParamInvalid("hashAlg must be the mechanism's own hash.")
@@ -227,7 +239,9 @@ def _pss_padding(params: PssParams, hash_mechanism: int | None, key) -> tuple:
     mgf = MGF1_HASHES.get(params.mgf)
     if algorithm is None or mgf is None:
         raise MechanismParamInvalid("Unsupported hashAlg or MGF in CK_RSA_PKCS_PSS_PARAMS.")
-    max_salt = modulus_bytes(key) - algorithm.digest_size - 2
+    max_salt = modulus_bytes(key) - algorithm.digest_size - 2  # RFC 8017 §9.1.1: emLen >= hLen + sLen + 2
+    if max_salt < 0:
+        raise KeySizeRange(f"PSS with {algorithm.name.upper()} needs a larger key.")
     if params.salt_length > max_salt:
         raise MechanismParamInvalid(f"sLen {params.salt_length} is too long for this key.")
     return padding.PSS(mgf=padding.MGF1(mgf()), salt_length=params.salt_length), algorithm()
@@ -264,7 +278,8 @@ def _sign_factory(mechanism_type: int):
             return _SingleSign(private, _x509_sign)
         if mechanism_type in _HASH_AND_SIGN:
             no_param(mechanism)
-            return _HashSign(private, _HASH_AND_SIGN[mechanism_type](), padding.PKCS1v15())
+            algorithm = _HASH_AND_SIGN[mechanism_type]()
+            return _HashSign(private, algorithm, _pkcs1_hash_padding(private, algorithm))
         params = raw_param(mechanism, PssParams, layout)
         if mechanism_type == c.CKM_RSA_PKCS_PSS:
             pad, algorithm = _pss_padding(params, None, private)
@@ -286,7 +301,8 @@ def _verify_factory(mechanism_type: int):
             return _SingleVerify(public, _x509_verify)
         if mechanism_type in _HASH_AND_SIGN:
             no_param(mechanism)
-            return _HashVerify(public, _HASH_AND_SIGN[mechanism_type](), padding.PKCS1v15())
+            algorithm = _HASH_AND_SIGN[mechanism_type]()
+            return _HashVerify(public, algorithm, _pkcs1_hash_padding(public, algorithm))
         params = raw_param(mechanism, PssParams, layout)
         if mechanism_type == c.CKM_RSA_PKCS_PSS:
             pad, algorithm = _pss_padding(params, None, public)
@@ -402,15 +418,18 @@ def _unwrap_factory(mechanism_type: int):
     return unwrap
 
 
-def mechanisms(*, min_bits: int) -> list[MechanismSpec]:
-    """The RSA mechanisms; ``min_bits`` is 2048 in FIPS mode (HSM policy 12 = 0), else 1024."""
+def mechanisms(*, min_bits: int, generate_min_bits: int) -> list[MechanismSpec]:
+    """The RSA mechanisms: keys of ``min_bits`` and up are used, of ``generate_min_bits`` and up
+    generated (both 2048 in FIPS mode, HSM policy 12 = 0)."""
     size = dict(min_key=min_bits, max_key=keys.RSA_MAX_BITS, key_types=_RSA)
 
     def pair(public_attrs, private_attrs, mechanism, layout):
-        return generate_pair(public_attrs, private_attrs, mechanism, layout, min_bits=min_bits)
+        return generate_pair(public_attrs, private_attrs, mechanism, layout,
+                             min_bits=generate_min_bits)
 
     specs = [
-        MechanismSpec(type=c.CKM_RSA_PKCS_KEY_PAIR_GEN, generate_pair=pair, **size),
+        MechanismSpec(type=c.CKM_RSA_PKCS_KEY_PAIR_GEN, generate_pair=pair,
+                      **{**size, "min_key": generate_min_bits}),
         MechanismSpec(type=c.CKM_RSA_PKCS, sign=_sign_factory(c.CKM_RSA_PKCS),
                       verify=_verify_factory(c.CKM_RSA_PKCS),
                       encrypt=_encrypt_factory(c.CKM_RSA_PKCS),
