@@ -11,7 +11,7 @@ up: $(VENV)/.installed
 	$(BIN)/hsmcloud up $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/arm_bench.py
