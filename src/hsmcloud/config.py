@@ -29,6 +29,8 @@ class Settings:
     retry_after_seconds: int = 1
     # Appliance ports: 0 means an ephemeral port per device (recorded in the store).
     device_ssh_port: int = 0
+    # Luna devices' NTLS port (1792 on the real appliance); 0 means ephemeral.
+    device_ntls_port: int = 0
     device_mgmt_port: int = 0
     # Payment devices' HOST1/HOST2 port (1500 on the real device); 0 means ephemeral.
     device_host_port: int = 0

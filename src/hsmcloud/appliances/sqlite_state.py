@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,10 +53,13 @@ class SqliteState:
             self._db.execute("COMMIT")
 
     @contextmanager
-    def _schema_transaction(self, schema: str, version: int,
-                            error: type[Exception]) -> Iterator[sqlite3.Connection]:
+    def _schema_transaction(self, schema: str, version: int, error: type[Exception],
+                            migrate: Callable[[sqlite3.Connection, int], None] | None = None,
+                            ) -> Iterator[sqlite3.Connection]:
         """Create the tables (idempotent: a crash half-way is simply re-run), refuse a state written
-        by newer software, and go on in the same transaction (the caller checks the device row)."""
+        by newer software, migrate one written by older software (``migrate(db, found_version)``, in
+        the same transaction as the version bump), and go on in the same transaction (the caller
+        checks the device row)."""
         with self._lock:
             self._db.executescript(schema)
         with self._transaction() as db:
@@ -66,4 +69,7 @@ class SqliteState:
             elif int(row[0]) > version:
                 raise error(f"{self.path} has state schema {row[0]}; this software knows only up "
                             f"to {version}")
+            elif int(row[0]) < version and migrate is not None:
+                migrate(db, int(row[0]))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
             yield db

@@ -230,7 +230,7 @@ def appliance_endpoints(request: Request, subscription_id: str, rg: str, name: s
         out = {"name": h.name, "sku": h.sku, "serial": d.serial, "kind": d.kind, "address": d.loopback_address,
                "privateIpAddresses": [n.private_ip for n in nics]}
         if d.kind == "luna":
-            out["ports"] = {"ssh": d.ssh_port}
+            out["ports"] = {"ssh": d.ssh_port, "ntls": d.ntls_port}
             # Good for the first login only, which forces the tenant to change it.
             out["initialAdminPassword"] = svc.credentials.initial_admin_password(h)
         else:

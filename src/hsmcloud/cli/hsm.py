@@ -357,6 +357,9 @@ def endpoints(cx: Ctx, name: Name, resource_group: Group):
             if d.get("initialAdminPassword"):
                 cx.out.print(Text.assemble("initial admin password: ", (d["initialAdminPassword"], "bold"),
                                            "  (first login only: you must change it then)"))
+            if ports.get("ntls"):
+                cx.out.note(f"Applications: hsmcloud client connect -g {resource_group} -n {name} --partition <name> "
+                            f"(NTLS on {address}:{ports['ntls']})", style="dim")
         elif not ports:
             cx.out.print("(this appliance kind has no shell endpoint)")
     cx.out.result(data, human)

@@ -37,6 +37,9 @@ def up(
     device_ssh_port: int = typer.Option(2222, "--device-ssh-port",
                                         help="SSH port of every Luna appliance on its own address (0: any free "
                                              "port; a taken port falls back to a free one)."),
+    device_ntls_port: int = typer.Option(1792, "--device-ntls-port",
+                                         help="NTLS port (PKCS#11 clients) of every Luna appliance on its own "
+                                              "address (0: any free port; a taken port falls back to a free one)."),
     device_host_port: int = typer.Option(1500, "--device-host-port",
                                          help="HOST1 port of every payShield appliance (HOST2 is the next one; "
                                               "0: any free port)."),
@@ -57,7 +60,8 @@ def up(
     settings = Settings(state_dir=state_dir, port=port, tls=not http, database_url=database_url,
                         regions=tuple(region), gateway_provision_seconds=gateway_seconds,
                         step_delay_seconds=step_delay, retry_after_seconds=retry_after,
-                        device_ssh_port=device_ssh_port, device_host_port=device_host_port,
+                        device_ssh_port=device_ssh_port, device_ntls_port=device_ntls_port,
+                        device_host_port=device_host_port,
                         run_worker=not no_worker)
     if share_loopback is not None:
         settings.loopback_share_single = share_loopback
@@ -144,7 +148,7 @@ def token(
 
 
 def _register_subcommands() -> None:
-    from hsmcloud.cli import az_cloud, hsm, network, operator, payshield, quota, sp
+    from hsmcloud.cli import az_cloud, hsm, luna_client, lunacm, network, operator, payshield, pkcs11, quota, sp
 
     app.add_typer(operator.app, name="operator")
     app.add_typer(hsm.app, name="hsm")
@@ -153,6 +157,9 @@ def _register_subcommands() -> None:
     app.add_typer(payshield.app, name="payshield")
     app.add_typer(sp.app, name="sp")
     app.command("az-cloud")(az_cloud.az_cloud)
+    app.add_typer(luna_client.app, name="client")
+    app.command("lunacm")(lunacm.lunacm)
+    app.add_typer(pkcs11.app, name="pkcs11")
 
 
 _register_subcommands()

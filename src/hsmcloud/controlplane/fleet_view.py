@@ -39,7 +39,7 @@ def devices(s: Session, region: str | None = None) -> list[dict]:
     out = []
     for d, st in s.execute(q):
         entry = {"serial": d.serial, "region": st.region, "stamp": st.name, "kind": d.kind, "role": d.role,
-                 "state": d.state, "address": d.loopback_address, "sshPort": d.ssh_port, "hsm": None,
+                 "state": d.state, "address": d.loopback_address, "sshPort": d.ssh_port, "ntlsPort": d.ntls_port, "hsm": None,
                  "lastCheckedPristineAt": d.last_checked_pristine_at.isoformat() if d.last_checked_pristine_at
                  else None}
         if d.hsm_id:

@@ -307,6 +307,7 @@ class Lifecycle:
         return DeviceSpec(serial=device.serial, kind=device.kind, address=device.loopback_address,
                           mgmt_token=device.mgmt_token,
                           ssh_port=device.ssh_port or self.settings.device_ssh_port,
+                          ntls_port=device.ntls_port or self.settings.device_ntls_port,
                           mgmt_port=device.mgmt_port or self.settings.device_mgmt_port,
                           host1_port=device.host1_port or self.settings.device_host_port,
                           host2_port=device.host2_port or (self.settings.device_host_port + 1
@@ -320,7 +321,7 @@ class Lifecycle:
         ports = await self.host.ensure_running(spec)
         with self.store.session() as s:
             device = s.get(Device, serial)
-            device.ssh_port, device.mgmt_port = ports.ssh, ports.mgmt
+            device.ssh_port, device.mgmt_port, device.ntls_port = ports.ssh, ports.mgmt, ports.ntls
             device.host1_port, device.host2_port = ports.host1, ports.host2
         return ManagementClient(ManagementEndpoint(serial=serial, kind=spec.kind, address=spec.address,
                                                    port=ports.mgmt, token=spec.mgmt_token))

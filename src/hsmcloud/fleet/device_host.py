@@ -18,6 +18,7 @@ class DeviceSpec:
     address: str
     mgmt_token: str
     ssh_port: int = 0
+    ntls_port: int = 0
     mgmt_port: int = 0
     host1_port: int = 0
     host2_port: int = 0
@@ -30,6 +31,7 @@ class DeviceSpec:
 class RunningPorts:
     mgmt: int
     ssh: int | None = None
+    ntls: int | None = None
     host1: int | None = None
     host2: int | None = None
 
@@ -56,7 +58,8 @@ class DeviceHost:
 
             return LunaAppliance(ApplianceConfig(
                 serial=spec.serial, state_dir=state_dir, address=spec.address, mgmt_token=spec.mgmt_token,
-                ssh_port=0 if fresh_ports else spec.ssh_port, mgmt_port=0 if fresh_ports else spec.mgmt_port))
+                ssh_port=0 if fresh_ports else spec.ssh_port, mgmt_port=0 if fresh_ports else spec.mgmt_port,
+                ntls_port=0 if fresh_ports else spec.ntls_port))
         if spec.kind == "payshield":
             from hsmcloud.appliances.payshield.appliance import PayShieldAppliance, PayShieldConfig
 
@@ -70,7 +73,7 @@ class DeviceHost:
     @staticmethod
     def _ports(spec: DeviceSpec, app) -> RunningPorts:
         if spec.kind == "luna":
-            return RunningPorts(mgmt=app.mgmt_port, ssh=app.ssh_port)
+            return RunningPorts(mgmt=app.mgmt_port, ssh=app.ssh_port, ntls=app.ntls_port)
         return RunningPorts(mgmt=app.mgmt_port, host1=app.host1_port, host2=app.host2_port)
 
     async def ensure_running(self, spec: DeviceSpec) -> RunningPorts:

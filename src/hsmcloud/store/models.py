@@ -164,6 +164,8 @@ class Device(Base):
     hsm_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     loopback_address: Mapped[str] = mapped_column(String(45))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
+    # General-purpose devices: NTLS (mutual TLS for PKCS#11 clients), 1792 on the real appliance.
+    ntls_port: Mapped[int | None] = mapped_column(Integer)
     mgmt_port: Mapped[int | None] = mapped_column(Integer)
     host1_port: Mapped[int | None] = mapped_column(Integer)
     host2_port: Mapped[int | None] = mapped_column(Integer)

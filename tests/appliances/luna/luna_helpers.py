@@ -11,9 +11,9 @@ import asyncssh
 import httpx
 
 from hsmcloud.appliances.luna.appliance import ApplianceConfig, LunaAppliance
-from hsmcloud.appliances.luna.errors import CommandAborted
-from hsmcloud.appliances.luna.shell import ShellSession
-from hsmcloud.appliances.luna.state import ApplianceState
+from hsmcloud.appliances.luna.core.appliance_core import ApplianceCore
+from hsmcloud.appliances.luna.lunash.errors import CommandAborted
+from hsmcloud.appliances.luna.lunash.shell import ShellSession
 
 SERIAL = "154700001"
 TOKEN = "test-management-token"
@@ -79,16 +79,16 @@ def fails(session: ShellSession, line: str, answers: list[str] | None = None) ->
     return text
 
 
-def admin_ready(state: ApplianceState) -> ShellSession:
-    """A session on ``state`` whose admin already changed the factory password."""
-    session = ShellSession(state, origin="127.0.0.1/40000")
+def admin_ready(core: ApplianceCore) -> ShellSession:
+    """A session on ``core`` whose admin already changed the factory password."""
+    session = ShellSession(core, origin="127.0.0.1/40000")
     ok(session, f"my password set -oldpassword {FACTORY_PASSWORD} -newpassword {ADMIN_PASSWORD}")
     return session
 
 
-def initialized(state: ApplianceState) -> ShellSession:
+def initialized(core: ApplianceCore) -> ShellSession:
     """A session with the HSM initialized and the HSM SO logged in."""
-    session = admin_ready(state)
+    session = admin_ready(core)
     ok(session, f"hsm init -label myHSM -domain myDomain -password {SO_PASSWORD}")
     ok(session, f"hsm login -password {SO_PASSWORD}")
     return session
@@ -100,6 +100,7 @@ def config(tmp_path: Path, **overrides) -> ApplianceConfig:
         state_dir=tmp_path / "appliance",
         address="127.0.0.1",
         ssh_port=0,
+        ntls_port=0,
         mgmt_port=0,
         mgmt_token=TOKEN,
     )
@@ -159,3 +160,76 @@ def guarded(coro):
         return await asyncio.wait_for(coro, GUARD_SECONDS)
 
     return asyncio.run(main())
+
+
+# -- partitions and roles (through the core) ---------------------------------------------
+
+PO_PIN = "po-pin-0001"
+CO_PIN = "co-pin-0001"
+CU_PIN = "cu-pin-0001"
+
+
+class SteppedClock:
+    """An injectable clock that moves only when a test moves it."""
+
+    def __init__(self, start=None):
+        from datetime import datetime, timezone
+
+        self.now = start or datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta):
+        from datetime import timedelta
+
+        self.now += timedelta(**delta)
+
+
+def partition_ready(core: ApplianceCore, name: str = "app1", *, co: bool = True, cu: bool = False,
+                    session: ShellSession | None = None):
+    """An initialized HSM with partition ``name`` initialized (PO), its CO and optionally CU set."""
+    from hsmcloud.appliances.luna.core.roles import Role
+
+    session = session or initialized(core)
+    ok(session, f"partition create -partition {name}")
+    serial = core.partitions.by_name(name).serial
+    core.partitions.init(serial, so_pin=PO_PIN, label=f"{name}-label")
+    if co or cu:
+        po = core.partitions.login(serial, Role.PARTITION_SO, PO_PIN)
+        core.partitions.init_role(serial, Role.CRYPTO_OFFICER, CO_PIN, by=po)
+    if cu:
+        officer = core.partitions.login(serial, Role.CRYPTO_OFFICER, CO_PIN)
+        core.partitions.init_role(serial, Role.CRYPTO_USER, CU_PIN, by=officer)
+    return core.partitions.get(serial)
+
+
+# -- NTLS clients ------------------------------------------------------------------------
+
+
+def make_client_certificate(directory: Path, name: str, *, expired: bool = False):
+    """A self-signed client certificate and key as PEM files (``vtl createCert``); returns the paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired \
+        else (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30))
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}Key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

@@ -24,7 +24,7 @@ from luna_helpers import (
 )
 
 from hsmcloud.appliances.luna.appliance import ApplianceConfig, LunaAppliance
-from hsmcloud.appliances.luna.errors import StateError
+from hsmcloud.appliances.luna.core.errors import StateError
 
 
 def test_restart_keeps_password_partitions_counter_and_host_key(tmp_path):
@@ -123,6 +123,7 @@ def test_standalone_appliance_prints_its_ports_and_stops_on_sigterm(tmp_path):
             "--serial", "154700099",
             "--address", "127.0.0.1",
             "--ssh-port", "0",
+            "--ntls-port", "0",
             "--mgmt-port", "0",
             "--mgmt-token", TOKEN,
             stdout=asyncio.subprocess.PIPE,
@@ -132,6 +133,9 @@ def test_standalone_appliance_prints_its_ports_and_stops_on_sigterm(tmp_path):
             ports = json.loads(await process.stdout.readline())
             shown = await run_exec_at(ports["ssh_port"], "hsm show")
             assert "You must change the admin password" in shown
+            assert ports["ntls_port"] not in (0, ports["ssh_port"], ports["mgmt_port"])
+            with socket.create_connection(("127.0.0.1", ports["ntls_port"]), timeout=GUARD_SECONDS):
+                pass  # the NTLS listener accepts
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), GUARD_SECONDS) == 0
         finally:

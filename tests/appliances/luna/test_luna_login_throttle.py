@@ -12,7 +12,7 @@ import pytest
 from luna_helpers import FACTORY_PASSWORD, config, connect, guarded
 
 from hsmcloud.appliances.luna.appliance import LunaAppliance
-from hsmcloud.appliances.luna.login_throttle import LoginPolicy, LoginThrottle
+from hsmcloud.appliances.luna.lunash.login_throttle import LoginPolicy, LoginThrottle
 
 
 class FakeTime:

@@ -58,17 +58,18 @@ def test_health_of_a_new_device(tmp_path):
         async with running(config(tmp_path)) as appliance:
             async with management(appliance) as client:
                 health = (await client.get("/health")).json()
-        assert health == {
-            "serial": SERIAL,
-            "model": "A790",
-            "firmware": "7.0.3",
-            "software": "7.2",
-            "initialized": False,
-            "zeroized": True,
-            "partitions": 0,
-            "monitoring": True,
-            "admin_password_changed": False,
-        }
+            assert health == {
+                "serial": SERIAL,
+                "model": "A790",
+                "firmware": "7.0.3",
+                "software": "7.2",
+                "initialized": False,
+                "zeroized": True,
+                "partitions": 0,
+                "monitoring": True,
+                "admin_password_changed": False,
+                "ntls": {"up": True, "port": appliance.ntls_port},
+            }
 
     guarded(scenario())
 

@@ -1,7 +1,7 @@
 """Run one Luna appliance standalone until Ctrl-C or SIGTERM.
 
     python -m hsmcloud.appliances.luna --state-dir D --serial S --address 127.0.0.1 \\
-        --ssh-port 2222 --mgmt-port 0 --mgmt-token T
+        --ssh-port 2222 --ntls-port 1792 --mgmt-port 0 --mgmt-token T
 
 Prints one JSON line with the bound ports once it serves. The token may instead come from
 the environment variable HSMCLOUD_LUNA_MGMT_TOKEN (keeps it out of the process list).
@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--serial", required=True, help="device serial number")
     parser.add_argument("--address", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--ssh-port", type=int, default=0, help="SSH port (0: any free port)")
+    parser.add_argument("--ntls-port", type=int, default=1792,
+                        help="NTLS port for applications (default 1792; 0: any free port)")
     parser.add_argument("--mgmt-port", type=int, default=0, help="management port (0: any)")
     parser.add_argument(
         "--mgmt-token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (or ${TOKEN_ENV})"
@@ -57,6 +59,7 @@ async def _serve(config: ApplianceConfig) -> None:
                     "serial": config.serial,
                     "address": config.address,
                     "ssh_port": appliance.ssh_port,
+                    "ntls_port": appliance.ntls_port,
                     "mgmt_port": appliance.mgmt_port,
                 }
             ),
@@ -64,6 +67,7 @@ async def _serve(config: ApplianceConfig) -> None:
         )
         print(
             f"Luna appliance {config.serial}: ssh admin@{config.address} -p {appliance.ssh_port}, "
+            f"NTLS {config.address}:{appliance.ntls_port}, "
             f"management http://{config.address}:{appliance.mgmt_port}. Ctrl-C stops it.",
             file=sys.stderr,
             flush=True,
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir,
             address=args.address,
             ssh_port=args.ssh_port,
+            ntls_port=args.ntls_port,
             mgmt_port=args.mgmt_port,
             mgmt_token=args.mgmt_token,
         )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .errors import PasswordPolicyViolation
+from .core.errors import PasswordPolicyViolation
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""The appliance's SSH server: password login of ``admin`` into LunaSH.
+"""The appliance's SSH server: password login of ``admin`` into LunaSH, and scp/sftp of files.
 
 An interactive shell (with or without a pty) runs a ``lunash:>`` prompt loop; an exec request
 (``ssh admin@host 'hsm show'``) runs one command and exits 0 on success, 1 on error. Every
@@ -18,13 +18,14 @@ import logging
 
 import asyncssh
 
-from ... import logredact
+from .... import logredact
+from ..core.appliance_core import ApplianceCore
+from ..core.passwords import admin_password_matches
+from ..core.product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
 from .errors import CommandAborted
+from .file_transfer import ApplianceFileServer
 from .login_throttle import LoginThrottle
-from .passwords import admin_password_matches
-from .product import ADMIN_USER, MODEL, PRODUCT_NAME, SOFTWARE_VERSION
 from .shell import PROMPT, ShellSession
-from .state import ApplianceState
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def _printable(text: str, limit: int = 32) -> str:
 
 
 class SshTerminal:
-    """A :class:`~hsmcloud.appliances.luna.shell.Terminal` on an SSH channel."""
+    """A :class:`~hsmcloud.appliances.luna.lunash.shell.Terminal` on an SSH channel."""
 
     def __init__(self, process: asyncssh.SSHServerProcess, *, interactive: bool) -> None:
         self._process = process
@@ -94,6 +95,10 @@ class _Connection(asyncssh.SSHServer):
         self.origin = "unknown"
         self.shell: ShellSession | None = None
         self._password_attempts = 0
+
+    @property
+    def core(self) -> ApplianceCore:
+        return self._service.core
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -147,7 +152,9 @@ class _Connection(asyncssh.SSHServer):
         verdict = "Accepted" if ok else "Failed"
         state.append_log(f"sshd: {verdict} password for {user} from {host} port {port} ssh2")
         if ok:
-            self.shell = ShellSession(state, user=ADMIN_USER, origin=self.origin)
+            self.shell = ShellSession(
+                self._service.core, user=ADMIN_USER, origin=self.origin, ntls=self._service.ntls
+            )
             return True
         wait = service.throttle.wait(host)
         if wait > 0:
@@ -168,15 +175,19 @@ class _Connection(asyncssh.SSHServer):
 class LunaSshService:
     """The SSH listener of one appliance and the sessions it serves."""
 
-    def __init__(self, state: ApplianceState, *, throttle: LoginThrottle | None = None) -> None:
-        self.state = state
+    def __init__(self, core: ApplianceCore, *, ntls: object | None = None,
+                 throttle: LoginThrottle | None = None) -> None:
+        self.core = core
+        self.state = core.state
+        #: The NTLS listener, shown by ``ntls show``.
+        self.ntls = ntls
         self.throttle = throttle or LoginThrottle()
         self.connections: set[asyncssh.SSHServerConnection] = set()
         #: Connections that have not logged in yet (their number is capped).
         self.unauthenticated: set[asyncssh.SSHServerConnection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
-        self.serial = state.device().serial
+        self.serial = self.state.device().serial
         #: Bumped whenever sessions are ended, so a login checked before that is refused.
         self.epoch = 0
 
@@ -192,7 +203,8 @@ class LunaSshService:
             encoding="utf-8",
             line_editor=True,
             allow_pty=True,
-            allow_scp=False,
+            sftp_factory=ApplianceFileServer,
+            allow_scp=True,
             agent_forwarding=False,
             x11_forwarding=False,
             login_timeout=LOGIN_TIMEOUT_SECONDS,

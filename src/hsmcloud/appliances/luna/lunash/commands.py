@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 
-from .command_line import Command, Flag, Group, resolve
-from .errors import (
+from ..core.errors import (
     AuthenticationFailed,
-    ConsoleOnly,
     InvalidUsage,
     PartitionNotFound,
     PasswordPolicyViolation,
 )
-from .passwords import (
+from ..core.passwords import (
     check_admin_password,
     check_domain,
     check_so_password,
@@ -21,7 +19,7 @@ from .passwords import (
     hash_password_async,
     verify_password_async,
 )
-from .product import (
+from ..core.product import (
     FIRMWARE_VERSION,
     HSM_LABEL_MAX_LENGTH,
     HSM_MODEL,
@@ -32,6 +30,11 @@ from .product import (
     SO_LOGIN_ATTEMPTS,
     SOFTWARE_VERSION,
 )
+from .command_line import Command, Flag, Group, resolve
+from .commands_audit import COMMANDS_AUDIT
+from .commands_ntls import CLIENT_GROUP, FILE_GROUP, NTLS_GROUP, REGEN_CERT
+from .commands_partitions import COMMANDS_HSM, COMMANDS_PARTITION
+from .errors import ConsoleOnly
 from .shell import Invocation
 
 _PARTITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
@@ -120,6 +123,7 @@ async def _soft_init(inv: Invocation, label: str) -> None:
         "and their objects; the HSM SO and the cloning domain stay."
     )
     inv.state.soft_init(label=label, generation=hsm.generation)
+    inv.core.scrub()
     inv.out(f"'hsm init' successful: the HSM is re-initialized with label '{label}'.")
 
 
@@ -134,6 +138,7 @@ async def hsm_login(inv: Invocation) -> None:
     inv.session.so_logout()
     failure = inv.state.record_so_login_failure(hsm.generation)
     if failure.zeroized:
+        inv.core.scrub()
         raise AuthenticationFailed(
             "'hsm login' failed: incorrect HSM SO password. That was the "
             f"consecutive bad login number {failure.consecutive_failures}, so the HSM is now ZEROIZED: all "
@@ -175,6 +180,13 @@ async def hsm_show(inv: Invocation) -> None:
             else "n/a (HSM not initialized)",
         ),
         ("Partitions", f"{len(partitions)} of {MAX_PARTITIONS}"),
+        (
+            "FIPS 140-2 Operation",
+            "FIPS approved algorithms only (HSM policy 12 = 0)"
+            if inv.core.hsm.fips_mode
+            else "non-FIPS algorithms allowed (HSM policy 12 = 1)",
+        ),
+        ("Audit role", "initialized" if inv.core.hsm.auditor().initialized else "not initialized"),
     ]
     inv.out("   HSM Details:")
     inv.out("   ============")
@@ -194,7 +206,7 @@ async def hsm_zeroize(inv: Invocation) -> None:
         "CAUTION: zeroizing erases all partitions and their objects, the HSM SO and the "
         "cloning domain. The HSM must be initialized again before it can be used."
     )
-    inv.state.zeroize(reason="HSM zeroized by 'hsm zeroize'.")
+    inv.core.zeroize(reason="HSM zeroized by 'hsm zeroize'.")
     inv.session.so_logout()
     inv.out("The HSM is zeroized. Initialize it again with: hsm init -label <label>")
 
@@ -228,15 +240,21 @@ async def partition_delete(inv: Invocation) -> None:
         f"CAUTION: deleting partition '{name}' destroys every object in it."
     )
     partition = inv.state.delete_partition(name, generation=hsm.generation)
+    inv.core.scrub()
     inv.out(f"Partition '{partition.name}' ({partition.serial}) deleted.")
 
 
 async def partition_list(inv: Invocation) -> None:
     partitions = inv.state.partitions()
-    inv.out(f"   {'Partition':<16} {'Name':<32} {'Objects':>7}")
-    inv.out(f"   {'=' * 16} {'=' * 32} {'=' * 7}")
+    statuses = {s.serial: s for s in inv.core.partitions.list()}
+    inv.out(f"   {'Partition':<16} {'Name':<32} {'Objects':>7}  {'Status':<15} Label")
+    inv.out(f"   {'=' * 16} {'=' * 32} {'=' * 7}  {'=' * 15} {'=' * 32}")
     for p in partitions:
-        inv.out(f"   {p.serial:<16} {p.name:<32} {p.objects:>7}")
+        status = statuses.get(p.serial)
+        initialized = status is not None and status.initialized
+        label = (status.label if initialized else None) or ""
+        shown = "initialized" if initialized else "not initialized"
+        inv.out(f"   {p.serial:<16} {p.name:<32} {p.objects:>7}  {shown:<15} {label}".rstrip())
     inv.out()
     inv.out(f"   Partitions: {len(partitions)} of {MAX_PARTITIONS}")
 
@@ -308,7 +326,10 @@ COMMANDS = Group(
         ),
         Group(
             name="hsm",
-            summary="HSM commands: init, login, logout, show, zeroize, factoryReset",
+            summary=(
+                "HSM commands: init, login, logout, show, zeroize, factoryReset, showPolicies, "
+                "changePolicy"
+            ),
             children=(
                 Command(
                     name="init",
@@ -371,11 +392,12 @@ COMMANDS = Group(
                     handler=hsm_factory_reset,
                     flags=(_FORCE,),
                 ),
+                *COMMANDS_HSM,
             ),
         ),
         Group(
             name="my",
-            summary="Your own appliance account: password set",
+            summary="Your own appliance account: password set, file list|delete",
             allowed_before_password_change=True,
             children=(
                 Group(
@@ -410,11 +432,14 @@ COMMANDS = Group(
                         ),
                     ),
                 ),
+                FILE_GROUP,
             ),
         ),
         Group(
             name="partition",
-            summary="Partition commands: create, delete, list",
+            summary=(
+                "Partition commands: create, delete, list, showInfo, showPolicies, changePolicy"
+            ),
             children=(
                 Command(
                     name="create",
@@ -441,8 +466,16 @@ COMMANDS = Group(
                     example="partition delete -partition app1 -force",
                 ),
                 Command(name="list", summary="List the partitions", handler=partition_list),
+                *COMMANDS_PARTITION,
             ),
         ),
+        Group(
+            name="audit",
+            summary="The Audit role: init, login, logout, changepw, show",
+            children=COMMANDS_AUDIT,
+        ),
+        CLIENT_GROUP,
+        NTLS_GROUP,
         Group(
             name="syslog",
             summary="Appliance log: tail",
@@ -462,7 +495,7 @@ COMMANDS = Group(
         ),
         Group(
             name="sysconf",
-            summary="System configuration: monitor",
+            summary="System configuration: monitor, regenCert",
             children=(
                 Group(
                     name="monitor",
@@ -485,6 +518,7 @@ COMMANDS = Group(
                         ),
                     ),
                 ),
+                REGEN_CERT,
             ),
         ),
     ),

@@ -12,19 +12,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..core.appliance_core import ApplianceCore
+from ..core.errors import InvalidUsage, LunaApplianceError, NotLoggedIn
+from ..core.passwords import admin_password_matches
+from ..core.product import ADMIN_USER
+from ..core.state import ApplianceState, HsmRecord
 from .command_line import Command, Group, ParsedLine, loggable, loggable_invalid, parse, tokenize
 from .command_line import usage as command_usage
-from .errors import (
-    CommandAborted,
-    ConfirmationRequired,
-    InvalidUsage,
-    NotLoggedIn,
-    PasswordChangeRequired,
-    ShellError,
-)
-from .passwords import admin_password_matches
-from .product import ADMIN_USER
-from .state import ApplianceState, HsmRecord
+from .errors import CommandAborted, ConfirmationRequired, PasswordChangeRequired, result_of
 
 SUCCESS_LINE = "Command Result : 0 (Success)"
 PROMPT = "lunash:>"
@@ -70,6 +65,10 @@ class Invocation:
     @property
     def state(self) -> ApplianceState:
         return self.session.state
+
+    @property
+    def core(self) -> ApplianceCore:
+        return self.session.core
 
     def value(self, key: str) -> str | None:
         value = self.line.values.get(key)
@@ -128,18 +127,20 @@ class ShellSession:
 
     def __init__(
         self,
-        state: ApplianceState,
+        core: ApplianceCore,
         *,
         user: str = ADMIN_USER,
         origin: str = "Console",
         commands: Group | None = None,
+        ntls: object | None = None,
     ) -> None:
         if commands is None:
             # Imported here: the command handlers import this module for Invocation.
             from .commands import COMMANDS
 
             commands = COMMANDS
-        self.state = state
+        self.core = core
+        self.state = core.state
         self.user = user
         self.origin = origin
         self.commands = commands
@@ -147,6 +148,9 @@ class ShellSession:
         self.session_id = 1000 + secrets.randbelow(31000)
         self.closed = False
         self._so_generation: int | None = None
+        self._auditor_login: str | None = None
+        #: The running NTLS listener, for ``ntls show`` (None when there is none).
+        self.ntls = ntls
 
     # -- HSM SO login of this session ---------------------------------------------------
 
@@ -161,6 +165,20 @@ class ShellSession:
     def so_logout(self) -> bool:
         was = self._so_generation is not None
         self._so_generation = None
+        return was
+
+    # -- Auditor login of this session --------------------------------------------------
+
+    def auditor_login(self, initialized_at: str | None) -> None:
+        self._auditor_login = initialized_at
+
+    def auditor_logged_in(self, initialized_at: str | None) -> bool:
+        """True if the Auditor logged in here, to the Audit role as it is now."""
+        return self._auditor_login is not None and self._auditor_login == initialized_at
+
+    def auditor_logout(self) -> bool:
+        was = self._auditor_login is not None
+        self._auditor_login = None
         return was
 
     # -- the appliance admin ------------------------------------------------------------
@@ -186,14 +204,14 @@ class ShellSession:
         """Run one command line; write its output and result line; return the result code."""
         try:
             tokens = tokenize(line)
-        except ShellError as error:
+        except LunaApplianceError as error:
             self.log_command("<invalid>")
             return self._fail(terminal, error)
         if not tokens:
             return 0
         try:
             parsed = parse(tokens, self.commands)
-        except ShellError as error:
+        except LunaApplianceError as error:
             self.log_command(loggable_invalid(tokens, self.commands))
             return self._fail(terminal, error)
         self.log_command(loggable(parsed))
@@ -209,18 +227,16 @@ class ShellSession:
                 await parsed.node.handler(
                     Invocation(session=self, terminal=terminal, line=parsed)
                 )
-        except ShellError as error:
+        except LunaApplianceError as error:
             return self._fail(terminal, error)
         terminal.write(f"\n{SUCCESS_LINE}\n")
         return 0
 
     @staticmethod
-    def _fail(terminal: Terminal, error: ShellError) -> int:
-        terminal.write(
-            f"Error: {error.message}\n\n"
-            f"Command Result : {error.result_code} ({error.result_meaning})\n"
-        )
-        return error.result_code
+    def _fail(terminal: Terminal, error: LunaApplianceError) -> int:
+        code, meaning = result_of(error)
+        terminal.write(f"Error: {error.message}\n\nCommand Result : {code} ({meaning})\n")
+        return code
 
     async def first_login(self, terminal: Terminal) -> None:
         """On an interactive login with the initial password, ask for a new one straight away."""

@@ -2,7 +2,9 @@
 
 Every change is one transaction (WAL journal, synchronous=FULL), so a crash at any point
 keeps every committed change and none of a half-done one. Passwords are stored only as
-scrypt hashes; the cloning domain only as a digest. The factory admin password is stored as
+scrypt hashes; the cloning domain only as a digest. This module holds the v1 tables (device,
+HSM, partitions, log); ``schema.py`` the tables issue 7 added, which the other core modules
+read and write through :meth:`ApplianceState.transaction` and :meth:`ApplianceState.query`. The factory admin password is stored as
 "no hash" (NULL): the device knows its factory default the way real firmware does. A provider-set
 initial password is a hash with the change at first login still pending.
 """
@@ -10,6 +12,8 @@ initial password is a hash with the change at first login still pending.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..sqlite_state import SqliteState, connect
+from ...sqlite_state import SqliteState, connect
 from .errors import (
     HsmNotInitialized,
     PartitionExists,
@@ -27,9 +31,9 @@ from .errors import (
     StateError,
 )
 from .product import MAX_PARTITIONS, SO_LOGIN_ATTEMPTS
+from .schema import SCHEMA_VERSION, V2_SCHEMA, migrate, wipe_tenant_tables
 
 DATABASE_NAME = "appliance.sqlite3"
-SCHEMA_VERSION = 1
 #: Oldest log lines are dropped beyond this many, like a rotated syslog.
 LOG_RETENTION = 10_000
 
@@ -69,26 +73,12 @@ CREATE TABLE IF NOT EXISTS partitions (
     name       TEXT NOT NULL UNIQUE COLLATE NOCASE,
     created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS objects (
-    id               INTEGER PRIMARY KEY,
-    partition_serial TEXT NOT NULL REFERENCES partitions(serial) ON DELETE CASCADE,
-    label            TEXT,
-    object_class     TEXT NOT NULL,
-    data             BLOB,
-    created_at       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS client_certificates (
-    name            TEXT PRIMARY KEY,
-    hostname        TEXT,
-    certificate_pem TEXT NOT NULL,
-    registered_at   TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS log (
     id   INTEGER PRIMARY KEY AUTOINCREMENT,
     at   TEXT NOT NULL,
     line TEXT NOT NULL
 );
-"""
+""" + V2_SCHEMA
 
 
 def _now() -> str:
@@ -162,13 +152,17 @@ class ApplianceState(SqliteState):
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         super().__init__(db, path)
+        #: Bumped after every committed change: in-memory views of the state reload when it moved.
+        self.epoch = 0
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, state_dir: Path, serial: str) -> ApplianceState:
         """Open (creating on first use) the state of the device ``serial`` in ``state_dir``."""
-        path, db = connect(state_dir, DATABASE_NAME, "synchronous=FULL", "foreign_keys=ON")
+        path, db = connect(
+            state_dir, DATABASE_NAME, "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON"
+        )
         try:
             state = cls(db, path)
             state._create_or_check(serial)
@@ -178,7 +172,7 @@ class ApplianceState(SqliteState):
         return state
 
     def _create_or_check(self, serial: str) -> None:
-        with self._schema_transaction(_SCHEMA, SCHEMA_VERSION, StateError) as db:
+        with self._schema_transaction(_SCHEMA, SCHEMA_VERSION, StateError, migrate) as db:
             device = db.execute("SELECT serial FROM device WHERE id = 1").fetchone()
             if device is None:
                 db.execute(
@@ -199,6 +193,32 @@ class ApplianceState(SqliteState):
     def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            with super()._transaction() as db:
+                yield db
+            self.epoch += 1
+
+    def transaction(self):
+        """One write transaction (``BEGIN IMMEDIATE ... COMMIT``) for the other core modules."""
+        return self._transaction()
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """Rows of one read, for the other core modules."""
+        return self._read(sql, params)
+
+    def scrub(self) -> None:
+        """Fold the write-ahead log into the database and truncate it: with secure_delete, the
+        bytes of deleted rows (sealed keys) are then gone from the files."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    @property
+    def lock(self):
+        """The lock every access to the database holds (re-entrant)."""
+        return self._lock
 
     # -- device and appliance admin -------------------------------------------------------
 
@@ -287,7 +307,6 @@ class ApplianceState(SqliteState):
     @staticmethod
     def _zeroize(db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM partitions")
-        db.execute("DELETE FROM objects")
         db.execute(
             "UPDATE hsm SET initialized = 0, label = NULL, domain_digest = NULL,"
             " so_password_hash = NULL, failed_so_logins = 0, generation = generation + 1,"
@@ -328,8 +347,8 @@ class ApplianceState(SqliteState):
 
     def partitions(self) -> list[PartitionRecord]:
         rows = self._read(
-            "SELECT p.serial, p.name, p.created_at, COUNT(o.id) FROM partitions p"
-            " LEFT JOIN objects o ON o.partition_serial = p.serial"
+            "SELECT p.serial, p.name, p.created_at, COUNT(o.handle) FROM partitions p"
+            " LEFT JOIN keystore_objects o ON o.serial = p.serial"
             " GROUP BY p.serial ORDER BY p.serial"
         )
         return [
@@ -391,10 +410,10 @@ class ApplianceState(SqliteState):
     # -- counts of things the shell cannot create yet -----------------------------------
 
     def object_count(self) -> int:
-        return self._read("SELECT COUNT(*) FROM objects")[0][0]
+        return self._read("SELECT COUNT(*) FROM keystore_objects")[0][0]
 
     def client_certificate_count(self) -> int:
-        return self._read("SELECT COUNT(*) FROM client_certificates")[0][0]
+        return self._read("SELECT COUNT(*) FROM ntls_clients")[0][0]
 
     # -- appliance log ------------------------------------------------------------------
 
@@ -425,16 +444,19 @@ class ApplianceState(SqliteState):
 
     # -- provider operations ------------------------------------------------------------
 
-    def factory_reset(self) -> str:
+    def factory_reset(self, also: Callable[[sqlite3.Connection], None] | None = None) -> str:
         """Erase every trace of the tenant and return the device's new SSH host key.
 
-        One transaction: a crash leaves either the old tenant's state or a pristine device.
+        One transaction (``also`` runs inside it): a crash leaves either the old tenant's state
+        or a pristine device.
         """
         host_key = new_ssh_host_key()
         with self._transaction() as db:
             self._zeroize(db)
             db.execute("UPDATE hsm SET zeroized_at = NULL WHERE id = 1")
-            db.execute("DELETE FROM client_certificates")
+            wipe_tenant_tables(db)
+            if also is not None:
+                also(db)
             db.execute("DELETE FROM log")
             db.execute("DELETE FROM sqlite_sequence WHERE name = 'log'")
             db.execute(

@@ -1,6 +1,6 @@
-"""LunaSH command-line grammar: the command tree, flags, and parsing of one input line.
+"""Command-line grammar of the appliance and client shells (LunaSH, LunaCM): the command tree, flags, parsing.
 
-Like LunaSH, command words and flag names are case-insensitive and may be abbreviated to
+Like LunaSH and LunaCM, command words and flag names are case-insensitive and may be abbreviated to
 any unambiguous prefix (``hsm sh`` is ``hsm show``, ``-par`` is ``-partition``).
 """
 
@@ -9,14 +9,28 @@ from __future__ import annotations
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
-from .errors import InvalidCommand, InvalidUsage
 
-if TYPE_CHECKING:
-    from .shell import Invocation
 
-Handler = Callable[["Invocation"], Awaitable[None]]
+class GrammarError(Exception):
+    """A command line that does not fit the command tree; shells show `message`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidCommand(GrammarError):
+    """The command or subcommand does not exist (or a prefix is ambiguous)."""
+
+
+class InvalidUsage(GrammarError):
+    """Unknown, missing, repeated or malformed flags or values."""
+
+
+#: What a shell calls for a command: LunaSH's handlers are coroutines, LunaCM's plain functions.
+Handler = Callable[..., Awaitable[None] | None]
 
 #: Flags that ask for a command's usage instead of running it.
 HELP_FLAGS = frozenset({"-help", "-?", "-h"})

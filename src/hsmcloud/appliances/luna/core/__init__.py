@@ -1,0 +1,1 @@
+"""The protocol-neutral core of the Luna appliance: state, HSM, partitions, roles, policies, keystore."""

@@ -1,0 +1,1 @@
+"""LunaSH, the appliance shell, over SSH: an adapter over the core."""

@@ -1,0 +1,1 @@
+"""NTLS: the appliance's mutually authenticated TLS listener for applications (TCP 1792)."""
