@@ -28,12 +28,31 @@ def is_aes(key: bytes, algorithm: str | None = None) -> bool:
     return len(key) == 32
 
 
+#: TDES-ECB ciphers by key: building one costs more than the encryption itself (cryptography
+#: checks the key and raises its deprecation warning every time). Bounded; emptied by
+#: :func:`clear_key_caches` whenever the security domain changes (LMK load, erase, release), so a
+#: released tenant's keys do not stay in memory.
+_CIPHERS: dict[bytes, Cipher] = {}
+_CIPHER_CACHE_SIZE = 1024
+
+
+def clear_key_caches() -> None:
+    """Forget every cached working-key cipher (the security domain changed)."""
+    _CIPHERS.clear()
+
+
 def _tdes_ecb(key: bytes):
     """cryptography's TDES for double/triple-length keys (a third of psec's per-call cost);
     anything else goes to psec, which refuses it with its own message."""
+    cipher = _CIPHERS.get(key)
+    if cipher is not None:
+        return cipher
     if len(key) not in (16, 24):
         return None
-    return Cipher(TripleDES(key), modes.ECB())
+    if len(_CIPHERS) >= _CIPHER_CACHE_SIZE:
+        _CIPHERS.clear()
+    cipher = _CIPHERS[key] = Cipher(TripleDES(key), modes.ECB())
+    return cipher
 
 
 def tdes_encrypt(key: bytes, data: bytes) -> bytes:
