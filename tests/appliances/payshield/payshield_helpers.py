@@ -56,6 +56,8 @@ def config(tmp_path: Path, **overrides) -> PayShieldConfig:
         calls_per_second=2500,
         header_length=4,
     )
+    if os.environ.get("PS_HOST_WORKERS"):
+        values["host_workers"] = int(os.environ["PS_HOST_WORKERS"])
     values.update(overrides)
     return PayShieldConfig(**values)
 

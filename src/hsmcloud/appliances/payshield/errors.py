@@ -45,6 +45,8 @@ HOST_ERROR_MEANINGS = {
     "51": "Invalid message header",
     "68": "Command has been disabled",
     "80": "Data length error",
+    "81": "Invalid network interface value (NI)",
+    "82": "Invalid Ethernet statistics value (NI)",
     "83": "Key block format error",
     "84": "Key block check value error",
     "A4": "Key block authentication failure",

@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psec.tr31 as tr31
 from psec import cvv as _psec_cvv
@@ -23,6 +24,7 @@ from pyemv import kd as _kd
 
 from . import keycrypto as kc
 from . import pinblocks
+from .commands import health
 from .domain import HostSettings, SecurityDomain
 from .errors import HostError
 from .fields import TRAILER_DELIMITER, Cursor, Trailing
@@ -68,10 +70,13 @@ class ClearKey:
 class CommandContext:
     """What a handler may use: the security domain, the settings, and the LMK it resolved."""
 
-    def __init__(self, domain: SecurityDomain, settings: HostSettings) -> None:
+    def __init__(self, domain: SecurityDomain, settings: HostSettings, host: Any = None) -> None:
         self.domain = domain
         self.settings = settings
         self.lmk_slot: int | None = None
+        #: The process serving the host ports (its shared counters, for the health commands);
+        #: None when ``execute`` is called on its own.
+        self.host = host
 
     def lmk(self, trailing: Trailing | str | None) -> Lmk:
         lmk_id = trailing.lmk_id if isinstance(trailing, Trailing) else trailing
@@ -870,6 +875,11 @@ COMMANDS: dict[str, CommandSpec] = {
     "M6": CommandSpec(handler=cmd_m6),
     "M8": CommandSpec(handler=cmd_m8),
     "KQ": CommandSpec(handler=cmd_kq),
+    "J2": CommandSpec(handler=health.cmd_j2),
+    "J4": CommandSpec(handler=health.cmd_j4),
+    "J8": CommandSpec(handler=health.cmd_j8),
+    "JK": CommandSpec(handler=health.cmd_jk),
+    "NI": CommandSpec(handler=health.cmd_ni),
 }
 
 UNKNOWN_COMMAND_RESPONSE = "ZZ"
@@ -890,8 +900,10 @@ class Outcome:
     message: str = ""
 
 
-def execute(body: bytes, domain: SecurityDomain, settings: HostSettings) -> Outcome:
-    """Process one host message (without the 2-byte length); never raises for bad input."""
+def execute(body: bytes, domain: SecurityDomain, settings: HostSettings, host: Any = None) -> Outcome:
+    """Process one host message (without the 2-byte length); never raises for bad input.
+
+    ``host`` is the runtime serving the host ports (counters for the health commands)."""
     text = body.decode("latin-1")
     header_length = settings.header_length
     header = text[:header_length]
@@ -906,7 +918,7 @@ def execute(body: bytes, domain: SecurityDomain, settings: HostSettings) -> Outc
             message="unknown command",
         )
     reply = response_code(command)
-    ctx = CommandContext(domain, settings)
+    ctx = CommandContext(domain, settings, host)
     message = ""
     try:
         if command in settings.disabled_commands:

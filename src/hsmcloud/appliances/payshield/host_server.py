@@ -149,6 +149,7 @@ class _Connection(asyncio.Protocol):
             return
         self.slot, self.gen = admission
         port._open[self.slot] = self
+        port._slots.count_connect(port._owner - 1, port._interface)
         if port._tls is None:
             self.ready = True
         else:

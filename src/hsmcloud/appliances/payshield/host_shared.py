@@ -34,7 +34,8 @@ UTILISATION_BANDS = 10
 
 # Fixed cells.
 _TOKENS, _UPDATED, _RATE, _LIFTED, _STARTED, _SEQ, _MGMT_PORT, _SAMPLES = range(8)
-_LISTEN = 8  # + interface: the listening port (0: not listening)
+_PIN_MINUTE, _PIN_HOUR, _FAIL_HOUR = range(8, 11)  # published by the appliance's sampler
+_LISTEN = 11  # + interface: the listening port (0: not listening)
 _HISTOGRAM = _LISTEN + len(INTERFACES)
 _FIXED = _HISTOGRAM + UTILISATION_BANDS
 
@@ -330,6 +331,16 @@ class SharedHostState:
         self.cells[_HISTOGRAM + band] += 1
         self.cells[_SAMPLES] += 1
 
+    def set_pin_rates(self, per_minute: int, per_hour: int, failures_per_hour: int) -> None:
+        self.cells[_PIN_MINUTE], self.cells[_PIN_HOUR], self.cells[_FAIL_HOUR] = per_minute, per_hour, failures_per_hour
+
+    def pin_rates(self) -> tuple[int, int]:
+        """PIN verifications in the last minute and in the last hour."""
+        return int(self.cells[_PIN_MINUTE]), int(self.cells[_PIN_HOUR])
+
+    def pin_failures_last_hour(self) -> int:
+        return int(self.cells[_FAIL_HOUR])
+
     def utilisation_histogram(self) -> list[int]:
         return [int(self.cells[_HISTOGRAM + b]) for b in range(UTILISATION_BANDS)]
 
@@ -340,7 +351,8 @@ class SharedHostState:
                 self.cells[i] = 0.0
             for b in range(UTILISATION_BANDS):
                 self.cells[_HISTOGRAM + b] = 0.0
-            self.cells[_SAMPLES] = 0.0
+            for cell in (_SAMPLES, _PIN_MINUTE, _PIN_HOUR, _FAIL_HOUR):
+                self.cells[cell] = 0.0
             self.cells[_STARTED] = time.time()
 
 

@@ -177,6 +177,19 @@ class ApplianceState(SqliteState):
             serial=row[0], firmware=row[1], cps_limit_lifted=bool(row[2]), tenant_token_hash=row[3]
         )
 
+    def count_start(self) -> int:
+        """Count one more start of the appliance (a device fact, kept across releases)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'starts'").fetchone()
+            starts = int(row[0]) + 1 if row else 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('starts', ?)", (str(starts),))
+        return starts
+
+    def starts(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'starts'").fetchone()
+        return int(row[0]) if row else 0
+
     def set_firmware(self, version: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE device SET firmware = ?", (version,))

@@ -1,0 +1,1 @@
+"""Host command handlers, one module per family of commands."""
