@@ -1,17 +1,18 @@
 """The host ports (HOST1, HOST2): payShield framing over TCP, optionally TLS.
 
 Frame: 2-byte big-endian length, then the message (header, command code, fields, optional
-0x19 + trailer). Each connection is its own task; a malformed frame gets an error response
+0x19 + trailer). Each connection is an asyncio protocol; a malformed frame gets an error response
 or closes only that connection. The calls-per-second licence is enforced by a token bucket
-shared by both ports: a command over the rate waits (as on the real device, whose licence
-caps throughput) rather than failing.
+shared by both ports and every process serving them (:mod:`.host_shared`): a command over the
+rate waits (as on the real device, whose licence caps throughput) rather than failing.
 
 A stalled client cannot hold a slot for long: a connection that starts no frame for
 ``idle_timeout`` seconds is closed, a frame (and a TLS handshake) must be complete within
 ``frame_timeout`` seconds of its first byte, and an answer must be read within
 ``frame_timeout`` too. When all of an interface's connections are taken, a newcomer is not
 refused: the connection that has gone longest without an answer (never one whose command is
-being executed) is closed to make room.
+being executed) is closed to make room. With several processes serving an interface the slots
+are theirs together; a process closes its connection whose slot another one gave away.
 """
 
 from __future__ import annotations
