@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 
 from payshield_helpers import SERIAL, allocate, config, error, guarded, host, load_lmk, ok, running, tenant
 
@@ -179,3 +180,24 @@ def test_the_licence_holds_for_the_device_across_processes():
             mine.send(None)
         for taker in takers:
             taker.join(20)
+
+
+def test_a_host_worker_that_dies_leaves_the_others_serving(tmp_path):
+    async def scenario():
+        async with running(config(tmp_path, host_workers=2)) as appliance:
+            await allocate(appliance)
+            check_value = (await load_lmk(appliance))["check_value"]
+            victim, survivor = appliance.host_worker_pids
+            os.kill(victim, signal.SIGKILL)
+            while appliance.health()["host_workers"] != 1:
+                await asyncio.sleep(0.02)
+            assert appliance.host_worker_pids == [survivor]
+            # The kernel routes new connections to the sockets still open: the survivor's.
+            answers = await spread(appliance, b"NC", per_port=4)
+            assert all(ok(answer, b"NC") == check_value + "1.4a1.8.3" for answer in answers)
+            async with tenant(appliance) as api:
+                entries = (await api.get("/logs/error")).json()["entries"]
+            [gone] = [e for e in entries if e["error_code"] == "worker"]
+            assert "host worker" in gone["message"] and "the other workers go on serving" in gone["message"]
+
+    guarded(scenario())

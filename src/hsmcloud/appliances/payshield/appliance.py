@@ -275,10 +275,10 @@ class PayShieldAppliance:
         if self._hosts is not None:
             self._hosts.push({"op": "settings", "settings": self._settings})
 
-    def _host_event(self, entry: dict[str, Any]) -> None:
-        """An error-log entry from a host port (a failed command, a closed connection)."""
+    def _host_event(self, entries: list[dict[str, Any]]) -> None:
+        """Error-log entries from the host ports (failed commands, closed connections)."""
         if self._state is not None:
-            self._state.error(**entry)
+            self._state.errors(entries)
 
     async def _sample_utilisation(self) -> None:
         """Once a second: the share of the host workers' time spent executing commands (J2)."""

@@ -78,9 +78,10 @@ def bind_listeners(address: str, port: int, count: int) -> list[socket.socket]:
 class InProcessHosts:
     """HOST1/HOST2 served by this process's event loop."""
 
-    def __init__(self, *, shared: SharedHostState, limits: ConnectionLimits, sink: Callable[[dict], None]) -> None:
+    def __init__(self, *, shared: SharedHostState, limits: ConnectionLimits,
+                 sink: Callable[[list[dict]], None]) -> None:
         self.shared = shared
-        self.runtime = HostRuntime(0, shared, limits, sink, multi_process=False)
+        self.runtime = HostRuntime(0, shared, limits, lambda entry: sink([entry]), multi_process=False)
         self.count = 1
 
     async def start(self, binds: dict[str, tuple[str, int]]) -> dict[str, int]:
@@ -122,7 +123,7 @@ class HostWorkers:
     """``count`` worker processes serving HOST1/HOST2 (see the module docstring)."""
 
     def __init__(self, *, count: int, shared: SharedHostState, limits: ConnectionLimits, name: str,
-                 sink: Callable[[dict], None]) -> None:
+                 sink: Callable[[list[dict]], None]) -> None:
         self.count = count
         self.shared = shared
         self.limits = limits
@@ -231,10 +232,13 @@ class HostWorkers:
     def drain(self) -> None:
         """Write every error-log entry the workers have sent so far."""
         with self._events_lock:
+            entries = []
             for worker in self._workers:
                 with contextlib.suppress(EOFError, OSError):
                     while worker.events.poll():
-                        self._sink(worker.events.recv())
+                        entries.append(worker.events.recv())
+            if entries:
+                self._sink(entries)  # one transaction for all of them
 
     def _drain_events_from_loop(self) -> None:
         if self._events_lock.locked():
@@ -253,9 +257,9 @@ class HostWorkers:
         freed = self.shared.release_owner(worker.index + 1)
         log.warning("%s: host worker %d exited (code %s); %d connection(s) lost", self.name, worker.index,
                     worker.process.exitcode, freed)
-        self._sink({"source": "HOST1/HOST2", "command": "--", "error_code": "worker",
-                    "peer": "-", "message": f"host worker {worker.index} exited (code {worker.process.exitcode}); "
-                                            f"{freed} connection(s) lost; the other workers go on serving"})
+        self._sink([{"source": "HOST1/HOST2", "command": "--", "error_code": "worker",
+                     "peer": "-", "message": f"host worker {worker.index} exited (code {worker.process.exitcode}); "
+                                             f"{freed} connection(s) lost; the other workers go on serving"}])
 
     async def stop(self) -> None:
         if self._loop is not None:

@@ -306,6 +306,25 @@ class ApplianceState(SqliteState):
                 (LOG_RETENTION,),
             )
 
+    def errors(self, entries: list[dict[str, Any]]) -> None:
+        """Several error-log entries (``source``, ``command``, ``error_code`` + detail) in one transaction."""
+        if not entries:
+            return
+        at = _now()
+        rows = []
+        for entry in entries:
+            detail = dict(entry)
+            source, command, code = detail.pop("source"), detail.pop("command"), detail.pop("error_code")
+            rows.append((at, source, command, code, json.dumps(detail, sort_keys=True)))
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO error_log (at, source, command, error_code, detail) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            db.execute(
+                "DELETE FROM error_log WHERE id <= (SELECT MAX(id) FROM error_log) - ?",
+                (LOG_RETENTION,),
+            )
+
     def audit_entries(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
