@@ -9,6 +9,7 @@ key, and keys GI imports are checked by their KCV computed with psec.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from psec import des
 
+from hsmcloud.appliances.payshield import keycrypto as kc
 from hsmcloud.appliances.payshield.commands.rsa_messages import (
     ei_request,
     eo_request,
@@ -25,6 +27,7 @@ from hsmcloud.appliances.payshield.commands.rsa_messages import (
     parse_ep,
     parse_ex,
 )
+from hsmcloud.appliances.payshield.lmk import VariantLmk
 
 from payshield_helpers import TEST_LMK
 from rsa_helpers import Hsm, load_pkcs1_public_key, unsigned_der_public_key
@@ -252,6 +255,24 @@ def test_key_block_lmk_signature_only_key_refuses_key_management(hsm):
     assert code(hsm.call(message), b"GJ") == "A8"
 
 
+def test_key_block_lmk_gi_then_gk_moves_a_zpk_between_rsa_keys(hsm, outside_key):
+    public_der, private_field = parse_ej(hsm.call(ei_request("1", BITS, lmk_id="01", keyblock=True)))
+    encrypted = load_pkcs1_public_key(public_der).encrypt(ZPK, padding.PKCS1v15())
+    response = hsm.call(
+        b"GI0101FFFF" + f"{len(encrypted):04d}".encode() + encrypted + b";99" + private_field + b"#P0N00E00%01"
+    )
+    assert response[:4] == b"GJ00", response[:4]
+    zpk_block, kcv16 = response[4:-16], response[-16:]
+    assert kcv16.decode() == des.generate_kcv(ZPK, 8).hex().upper()
+    assert zpk_block[:2] == b"S1" and zpk_block[6:8] == b"P0"
+    public_block = parse_ep(hsm.call(eo_request(pkcs1_der(outside_key.public_key()), lmk_id="01")))
+    exported = hsm.call(b"GK0101FFFF1" + zpk_block + kcv16 + public_block + b"%01")
+    assert exported[:4] == b"GL00", exported[:4]
+    body = exported[4:]
+    assert outside_key.decrypt(body[4 : 4 + int(body[:4])], padding.PKCS1v15()) == ZPK
+    assert code(hsm.call(b"GK0101FFFF1" + zpk_block + kcv16 + public_block), b"GL") == "04"  # FFFF: key blocks only
+
+
 # -- malformed fields -----------------------------------------------------------------------------
 
 
@@ -288,6 +309,13 @@ def test_ew_answers_malformed_fields_with_the_manual_error(hsm, signing_key):
     corrupt = field[:20] + bytes([field[20] ^ 0x55]) + field[21:]
     assert code(hsm.call(ew_request(DATA, corrupt)), b"EX") == "49"
     assert code(hsm.call(good + b"extra"), b"EX") == "15"
+
+
+def test_a_private_key_from_another_lmk_is_refused(signing_key):
+    _, field = signing_key
+    other = Hsm()
+    other.domain.lmks[0] = VariantLmk(kc.adjust_parity(os.urandom(len(TEST_LMK))))
+    assert code(other.call(ew_request(DATA, field)), b"EX") == "49"
 
 
 def test_ey_answers_a_wrong_signature_length_with_76(hsm, outside_key):

@@ -5,8 +5,10 @@ writes the INTEGERs unsigned (no leading zero byte), ``02`` in two's complement 
 
 Private keys never leave the HSM in clear:
 
-* **variant LMK**: the key (PKCS#8 DER, after a 2-byte header: the mode of use and the algorithm)
-  padded with ISO 9797-1 method 2 and encrypted with TDES-CBC (zero IV) under LMK pair 34-35.
+* **variant LMK**: the key (PKCS#8 DER, after a 10-byte header: the mode of use, the algorithm
+  and the first 8 bytes of the DER's SHA-256, which detects a cryptogram that was altered or
+  belongs to another LMK) padded with ISO 9797-1 method 2 and encrypted with TDES-CBC (zero IV)
+  under LMK pair 34-35.
   The field is the 4-digit byte length followed by the binary cryptogram.
 * **key-block LMK**: a key block with usage ``03`` (asymmetric private key), algorithm ``R``
   (RSA) or ``E`` (ECC), the mode of use ``S`` (signature only), ``D`` (key management only) or
@@ -22,6 +24,7 @@ its own; these are not byte-compatible with it (see docs/differences.md).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import weakref
 from collections import OrderedDict
@@ -260,7 +263,8 @@ def seal_private_key(
     """The private key as the host field EJ/FZ return: length (4N) + cryptogram, or FFFF + block."""
     algorithm = "R" if isinstance(key, rsa.RSAPrivateKey) else "E"
     if isinstance(lmk, VariantLmk):
-        clear = _pad(mode_of_use.encode() + algorithm.encode() + _pkcs8(key))
+        der = _pkcs8(key)
+        clear = _pad(mode_of_use.encode() + algorithm.encode() + hashlib.sha256(der).digest()[:8] + der)
         cryptogram = kc.block_encrypt(lmk.pair_key(PRIVATE_KEY_PAIR), clear, aes=False, cbc_iv=bytes(8))
         if len(cryptogram) > 9999:
             raise HostError("78", "private key too long for its length field")
@@ -317,14 +321,18 @@ def _open_private_key(lmk: Lmk, field: str) -> PrivateKey:
     cryptogram = field[4:].encode("latin-1")
     clear = _unpad(kc.block_decrypt(lmk.pair_key(PRIVATE_KEY_PAIR), cryptogram, aes=False, cbc_iv=bytes(8)))
     mode, algorithm = clear[:1].decode("latin-1"), clear[1:2].decode("latin-1")
-    if mode not in ("S", "D", "N", "X") or algorithm not in ("R", "E"):
+    check, der = clear[2:10], clear[10:]
+    intact = hmac.compare_digest(hashlib.sha256(der).digest()[:8], check)
+    if mode not in ("S", "D", "N", "X") or algorithm not in ("R", "E") or not intact:
         raise HostError("49", "private key does not decrypt under this LMK")
-    return PrivateKey(key=_load_private_key(clear[2:], algorithm), mode_of_use=mode)
+    return PrivateKey(key=_load_private_key(der, algorithm), mode_of_use=mode)
 
 
 def _load_private_key(der: bytes, algorithm: str) -> PrivateKeyObject:
     try:
-        key = serialization.load_der_private_key(der, password=None)
+        # Both layouts authenticate the key (key-block MAC, or the digest inside the cryptogram),
+        # so the expensive RSA consistency check (primality of p and q) is not repeated here.
+        key = serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise HostError("49", "private key does not decrypt under this LMK") from exc
     expected = rsa.RSAPrivateKey if algorithm == "R" else ec.EllipticCurvePrivateKey

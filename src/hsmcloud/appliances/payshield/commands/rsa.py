@@ -155,6 +155,8 @@ def cmd_gk(ctx: CommandContext, cur: Cursor) -> str:
     check_value = cur.take_hex(16)
     lmk = ctx.lmk(cur.lmk_id_hint())
     if isinstance(lmk, VariantLmk):
+        if key_type == "FFF":
+            raise HostError("04", "key type FFFF needs a key-block LMK")
         mac = cur.take_binary(asym.MAC_LENGTH)
         public = asym.take_public_key(cur)
         auth = asym.authentication_data(cur)
@@ -170,7 +172,10 @@ def cmd_gk(ctx: CommandContext, cur: Cursor) -> str:
         raise HostError("29", "the key is not exportable")
     if _kcv(key.value, "0") != check_value:
         raise HostError("01", "check value does not match the key")
-    encrypted = public_key.encrypt(key.value, pad)
+    try:
+        encrypted = public_key.encrypt(key.value, pad)
+    except ValueError as exc:
+        raise HostError("76", "the public key is too short for this key and padding") from exc
     return f"{len(encrypted):04d}" + encrypted.decode("latin-1")
 
 
