@@ -273,6 +273,25 @@ def test_key_block_lmk_gi_then_gk_moves_a_zpk_between_rsa_keys(hsm, outside_key)
     assert code(hsm.call(b"GK0101FFFF1" + zpk_block + kcv16 + public_block), b"GL") == "04"  # FFFF: key blocks only
 
 
+def test_binary_fields_may_hold_any_byte_before_the_lmk_identifier_and_trailer(hsm, outside_key):
+    """Signatures and data are binary: a 0x19 or '%' inside them must not be read as the trailer
+    or the LMK identifier."""
+    for i in range(5000):
+        signed = b"%01\x19;" * 8 + i.to_bytes(2, "big")
+        signature = outside_key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+        if b"\x19" in signature and b"%" in signature:
+            break
+    else:
+        pytest.fail("no signature with both bytes found")
+    public_block = parse_ep(hsm.call(eo_request(pkcs1_der(outside_key.public_key()), lmk_id="01")))
+    mac_and_key = parse_ep(hsm.call(eo_request(pkcs1_der(outside_key.public_key()))))
+    for public_key, lmk_id in ((public_block, "01"), (mac_and_key, None), (mac_and_key, "00")):
+        response = hsm.call(ey_request(signature, signed, public_key, lmk_id=lmk_id) + b"\x19TRAILER")
+        assert response == b"EZ00\x19TRAILER"
+    assert code(hsm.call(ey_request(signature, signed, mac_and_key, lmk_id="01")), b"EZ") == "26"
+    assert code(hsm.call(ey_request(signature, signed, public_block)), b"EZ") == "26"
+
+
 # -- malformed fields -----------------------------------------------------------------------------
 
 

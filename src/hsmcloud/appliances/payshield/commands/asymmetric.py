@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -224,6 +225,42 @@ def open_public_key_block(lmk: KeyBlockLmk, field: str) -> rsa.RSAPublicKey:
     return parse_public_key(der)
 
 
+@dataclass(frozen=True)
+class ProtectedPublicKey:
+    """A public key as EY/GK receive it: MAC + DER + authentication data, or a key block."""
+
+    block: str | None = None
+    mac: bytes = b""
+    public: PublicKeyField | None = None
+    auth: bytes = b""
+
+
+def take_protected_public_key(cur: Cursor) -> ProtectedPublicKey:
+    """Read the public key field by its shape, before the LMK is known (binary fields may
+    contain any byte, so the trailing ``%nn`` cannot be found by searching): a key block is
+    ``S`` + version + 4 digits; MAC (4B) + DER has the DER's length byte where the 4th digit
+    would be."""
+    head = cur.peek(6)
+    if len(head) == 6 and head[0] == "S" and head[1:].isdigit():
+        return ProtectedPublicKey(block=cur.key())
+    mac = cur.take_binary(MAC_LENGTH)
+    public = take_public_key(cur)
+    return ProtectedPublicKey(mac=mac, public=public, auth=authentication_data(cur))
+
+
+def open_protected_public_key(lmk: Lmk, protected: ProtectedPublicKey) -> rsa.RSAPublicKey:
+    """Check the MAC (variant LMK) or open the key block (key-block LMK); 01 / A4 on failure."""
+    if protected.block is not None:
+        if not isinstance(lmk, KeyBlockLmk):
+            raise HostError("26", "a public key block needs a key-block LMK; a variant LMK takes MAC + key")
+        return open_public_key_block(lmk, protected.block)
+    if not isinstance(lmk, VariantLmk):
+        raise HostError("26", "a key-block LMK takes the public key as a key block (from EO)")
+    assert protected.public is not None
+    check_public_key_mac(lmk, protected.mac, protected.public.der, protected.auth)
+    return protected.public.key
+
+
 # -- private keys under the LMK -----------------------------------------------------------------
 
 PrivateKeyObject = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -294,19 +331,22 @@ def take_private_key_field(cur: Cursor) -> str:
 # loop must not pay the DER parse and key validation of every call.
 _OPENED: weakref.WeakKeyDictionary[Lmk, OrderedDict[str, PrivateKey]] = weakref.WeakKeyDictionary()
 _OPENED_PER_LMK = 64
+_OPENED_LOCK = threading.Lock()
 
 
 def open_private_key(lmk: Lmk, field: str) -> PrivateKey:
     """Decrypt a private key field from :func:`take_private_key_field` under ``lmk``."""
-    cache = _OPENED.setdefault(lmk, OrderedDict())
-    opened = cache.get(field)
-    if opened is not None:
-        cache.move_to_end(field)
-        return opened
+    with _OPENED_LOCK:
+        cache = _OPENED.setdefault(lmk, OrderedDict())
+        opened = cache.get(field)
+        if opened is not None:
+            cache.move_to_end(field)
+            return opened
     opened = _open_private_key(lmk, field)
-    cache[field] = opened
-    if len(cache) > _OPENED_PER_LMK:
-        cache.popitem(last=False)
+    with _OPENED_LOCK:
+        cache[field] = opened
+        if len(cache) > _OPENED_PER_LMK:
+            cache.popitem(last=False)
     return opened
 
 

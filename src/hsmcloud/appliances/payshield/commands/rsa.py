@@ -153,18 +153,11 @@ def cmd_gk(ctx: CommandContext, cur: Cursor) -> str:
         raise HostError("05", "DES key flag must be 0, 1 or 2")
     key_field = cur.key()
     check_value = cur.take_hex(16)
-    lmk = ctx.lmk(cur.lmk_id_hint())
-    if isinstance(lmk, VariantLmk):
-        if key_type == "FFF":
-            raise HostError("04", "key type FFFF needs a key-block LMK")
-        mac = cur.take_binary(asym.MAC_LENGTH)
-        public = asym.take_public_key(cur)
-        auth = asym.authentication_data(cur)
-        asym.check_public_key_mac(lmk, mac, public.der, auth)
-        public_key = public.key
-    else:
-        public_key = asym.open_public_key_block(lmk, cur.key())
-    ctx.lmk(cur.trailing())
+    protected = asym.take_protected_public_key(cur)
+    lmk = ctx.lmk(cur.trailing())
+    if key_type == "FFF" and isinstance(lmk, VariantLmk):
+        raise HostError("04", "key type FFFF needs a key-block LMK")
+    public_key = asym.open_protected_public_key(lmk, protected)
     key = hc.open_key(lmk, key_field, key_type, None if key_type != "FFF" else ("K0", "K1", "D0", "P0", "B0"))
     if key.aes or len(key.value) != 8 * (int(flag) + 1):
         raise HostError("27", "DES key flag does not match the key")

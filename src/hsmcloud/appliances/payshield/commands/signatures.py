@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from ..errors import HostError
 from ..fields import Cursor
-from ..lmk import KeyBlockLmk
 from . import asymmetric as asym
 from . import hashing
 
@@ -102,22 +101,9 @@ def cmd_ey(ctx: CommandContext, cur: Cursor) -> str:
     if not cur.optional(";"):
         raise HostError("15", "';' missing after the signature")
     data = _message(cur)
-    lmk = ctx.lmk(cur.lmk_id_hint())
-    if isinstance(lmk, KeyBlockLmk):
-        public_key = asym.open_public_key_block(lmk, cur.key())
-        check_mac = None
-    else:
-        mac = cur.take_binary(asym.MAC_LENGTH)
-        public = asym.take_public_key(cur)
-        auth = asym.authentication_data(cur)
-        public_key = public.key
-
-        def check_mac() -> None:
-            asym.check_public_key_mac(lmk, mac, public.der, auth)
-
-    ctx.lmk(cur.trailing())
-    if check_mac is not None:
-        check_mac()
+    protected = asym.take_protected_public_key(cur)
+    lmk = ctx.lmk(cur.trailing())
+    public_key = asym.open_protected_public_key(lmk, protected)
     if len(signature) != (public_key.key_size + 7) // 8:
         raise HostError("76", "signature length is not the modulus length")
     message, algorithm = _digest_to_sign(hash_id, data)
