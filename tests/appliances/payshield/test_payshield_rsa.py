@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from psec import des
+from psec import mac as psec_mac
 
 from hsmcloud.appliances.payshield import keycrypto as kc
 from hsmcloud.appliances.payshield.commands.rsa_messages import (
@@ -76,6 +77,26 @@ def test_ei_returns_a_der_public_key_and_ew_signs_with_its_private_key(hsm, sign
         public.verify(signature, DATA, padding.PKCS1v15(), algorithm)
         with pytest.raises(InvalidSignature):
             public.verify(signature, DATA + b"!", padding.PKCS1v15(), algorithm)
+
+
+def test_the_private_key_is_under_lmk_pair_34_35_as_documented(signing_key):
+    """Decrypt EI's cryptogram with psec under the test LMK's pair 34-35 (TDES-CBC, zero IV):
+    mode of use, algorithm, 8 bytes of SHA-256, PKCS#8 DER, ISO 9797-1 method 2 padding."""
+    public_der, private_field = signing_key
+    pair_34_35 = TEST_LMK[17 * 16 : 18 * 16]
+    clear = des.decrypt_tdes_cbc(pair_34_35, bytes(8), private_field[4:])
+    clear = clear.rstrip(b"\x00")
+    assert clear.endswith(b"\x80")
+    clear = clear[:-1]
+    assert clear[:2] == b"SR" and clear[2:10] == hashlib.sha256(clear[10:]).digest()[:8]
+    private = serialization.load_der_private_key(clear[10:], password=None)
+    assert pkcs1_der(private.public_key()) == public_der
+
+
+def test_the_public_key_mac_is_a_cbc_mac_under_lmk_pair_36_37(hsm, outside_key):
+    der = pkcs1_der(outside_key.public_key())
+    expected = psec_mac.generate_cbc_mac(TEST_LMK[18 * 16 : 19 * 16], der + b"AUTH", 2, 4, psec_mac.Algorithm.DES)
+    assert parse_ep(hsm.call(eo_request(der, auth=b"AUTH")))[:4] == expected
 
 
 def test_ei_encoding_01_writes_unsigned_integers(hsm):
