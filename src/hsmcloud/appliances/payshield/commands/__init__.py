@@ -1,1 +1,1 @@
-"""Host command handlers, one module per family of commands."""
+"""Host commands kept in their own modules; ``host_commands.COMMANDS`` registers them."""
