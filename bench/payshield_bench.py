@@ -583,31 +583,27 @@ async def measure(ports: dict, command: str, requests: list[tuple[bytes, bytes]]
 
 
 def licence_check(ports: dict, provider_token: str, loads: dict[str, Workload], seconds: float,
-                  child: Child) -> tuple[Cell, int]:
-    """CW over 64 connections with the licence limit on again (CPS2500): the rate it allows."""
+                  cps: int) -> tuple[int, float, int]:
+    """CW over 64 connections with the licence limit switched on again at ``cps``: (calls answered,
+    seconds, failures). The bucket starts full (one second's burst), so at most ``cps`` + ``cps`` per
+    second may be answered; (calls - cps) / seconds is the sustained rate."""
     import httpx
 
-    with httpx.Client(base_url=f"http://127.0.0.1:{ports['mgmt']}", timeout=30,
-                      headers={"Authorization": f"Bearer {provider_token}"}) as p:
-        licence = p.put("/provider/licence", json={"cps_limit_lifted": False, "cps": TOP_LICENCE_CPS})
-        licence.raise_for_status()
-
-    async def run() -> Cell:
+    async def run() -> tuple[int, float, int]:
         conns = await asyncio.gather(*(HostConnection.open(ports["host1" if i % 2 == 0 else "host2"])
                                        for i in range(64)))
         try:
-            await drive(conns, loads["CW"].requests, 1.5, None)  # drains the one-second burst
-            latencies: list[float] = []
-            cpu0, pcpu0 = child.cpu_seconds(), time.process_time()
-            calls, failures, wrong, elapsed = await drive(conns, loads["CW"].requests, seconds, latencies)
-            cpu1, pcpu1 = child.cpu_seconds(), time.process_time()
+            with httpx.Client(base_url=f"http://127.0.0.1:{ports['mgmt']}", timeout=30,
+                              headers={"Authorization": f"Bearer {provider_token}"}) as p:
+                p.put("/provider/licence", json={"cps_limit_lifted": False, "cps": cps}).raise_for_status()
+            await asyncio.sleep(1.2)  # the bucket fills up to its one-second burst (it never holds more)
+            calls, failures, wrong, elapsed = await drive(conns, loads["CW"].requests, seconds, None)
         finally:
             for c in conns:
                 c.close()
-        server = (cpu1 - cpu0) / elapsed if cpu0 is not None and cpu1 is not None else None
-        return Cell("CW", 64, calls, elapsed, latencies, failures, wrong, server, (pcpu1 - pcpu0) / elapsed, None)
+        return calls, elapsed, failures + wrong
 
-    return asyncio.run(run()), TOP_LICENCE_CPS
+    return asyncio.run(run())
 
 
 def main() -> int:
@@ -632,7 +628,7 @@ def main() -> int:
     provider_token = secrets.token_urlsafe(24)
     cells: list[Cell] = []
     notes: list[str] = []
-    licence_cell = None
+    licence_runs: list[tuple[int, int, float, int]] = []
     try:
         child = Child(work / "appliance", provider_token, args.workers, args.profile)
     except BaseException:
@@ -669,7 +665,8 @@ def main() -> int:
         for c in loads:
             reference[c] = max(reference[c], ops_per_second(loads[c].reference, args.reference_seconds))
         if "CW" in loads:
-            licence_cell, _ = licence_check(child.ports, provider_token, loads, args.seconds, child)
+            licence_runs = [(cps, *licence_check(child.ports, provider_token, loads, max(args.seconds, 5.0), cps))
+                            for cps in (TOP_LICENCE_CPS, 250)]
     finally:
         rc = child.stop()
         shutil.rmtree(work, ignore_errors=True)  # card files, sealed LMK, state
@@ -698,11 +695,12 @@ def main() -> int:
               f"{cell.cps / reference[cell.command]:>7.3f} {cell.cps / TOP_LICENCE_CPS:>6.2f} {srv:>7} "
               f"{cell.client_cpu * 100:>6.0f}% {other:>6}")
         failed += cell.failures + cell.wrong
-    if licence_cell is not None:
-        print(f"licence on (CPS{TOP_LICENCE_CPS}), CW over 64 connections after the burst: {licence_cell.cps:,.0f} calls/s "
-              f"= {licence_cell.cps / TOP_LICENCE_CPS:.3f} of the licence; p99 {licence_cell.quantile(0.99) * 1000:.1f} ms; "
-              f"{licence_cell.failures + licence_cell.wrong} failed")
-        failed += licence_cell.failures + licence_cell.wrong
+    for cps, calls, elapsed, bad in licence_runs:
+        sustained = (calls - cps) / elapsed
+        print(f"licence on again at {cps} cps, CW over 64 connections for {elapsed:.1f} s: {calls} calls answered "
+              f"(allowed: {cps} burst + {cps}/s = {cps + cps * elapsed:,.0f}); sustained (calls - burst) / s = "
+              f"{sustained:,.1f} = {sustained / cps:.3f} of the licence; {bad} failed")
+        failed += bad
     print(f"total {time.perf_counter() - started:.0f} s; appliance stopped with exit code {rc}")
     return 1 if failed or rc != 0 else 0
 
