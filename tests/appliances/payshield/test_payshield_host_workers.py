@@ -201,3 +201,21 @@ def test_a_host_worker_that_dies_leaves_the_others_serving(tmp_path):
             assert "host worker" in gone["message"] and "the other workers go on serving" in gone["message"]
 
     guarded(scenario())
+
+
+def test_pipelined_frames_are_answered_in_order(tmp_path):
+    """A client that sends many frames at once gets every answer, in order, on its connection."""
+    async def scenario():
+        async with running(config(tmp_path, host_workers=2)) as appliance:
+            await allocate(appliance)
+            await load_lmk(appliance)
+            client = await host(appliance, 1)
+            frames = b"".join(len(body).to_bytes(2, "big") + body
+                              for body in (b"HEAD" + b"B2" + f"{4:04X}".encode() + f"{i:04d}".encode()
+                                           for i in range(1000)))
+            await client.send_raw(frames)
+            for i in range(1000):
+                assert await client.receive() == b"HEADB300" + f"{i:04d}".encode()
+            await client.close()
+
+    guarded(scenario())

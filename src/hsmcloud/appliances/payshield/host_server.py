@@ -43,6 +43,10 @@ LISTEN_BACKLOG = 128
 SWEEP_SECONDS = 0.05
 #: How often a connection whose answer is still in the send buffer checks whether it was read.
 UNREAD_POLL_SECONDS = 0.05
+#: Frames of one connection executed in a row before the other connections get their turn.
+FRAMES_PER_TURN = 16
+#: Unanswered input a connection may hold before reading from it pauses.
+MAX_PENDING_BYTES = 4 * MAX_MESSAGE_LENGTH
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +140,7 @@ class _Connection(asyncio.Protocol):
         self.unread_since: float | None = None  # an answer waits in the send buffer since
         self.timer: asyncio.TimerHandle | None = None
         self.eof = False
+        self.reading_paused = False  # too much unanswered input
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -270,13 +275,17 @@ class _Connection(asyncio.Protocol):
             self.frame_started = now = self.loop.time()
             self._arm_at(now + self.port.limits.frame_timeout)
         self.buffer += data
+        if len(self.buffer) > MAX_PENDING_BYTES and not self.reading_paused:
+            # A client that sends faster than its commands are answered waits (TCP flow control).
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
         if self.task is None and self.ready:
             self._next()
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.task is None:
-            self._at_eof()
+        if self.task is None and self.unread_since is None:
+            self._next()
         return True  # keep the transport open until an answer in progress is sent
 
     def _at_eof(self) -> None:
@@ -288,38 +297,51 @@ class _Connection(asyncio.Protocol):
         else:
             self.close()
 
-    def _next(self) -> None:
-        """Start executing the next complete frame in the buffer, if there is one."""
+    def _take_frame(self) -> bytes | None:
+        """The next complete message in the buffer, or None (incomplete, or the connection closed)."""
         buffer = self.buffer
-        if len(buffer) < 2:
-            if self.eof:
-                self._at_eof()
-            return
-        length = (buffer[0] << 8) | buffer[1]
-        if length == 0 or length > MAX_MESSAGE_LENGTH:
-            # Nothing to answer (or no way to resynchronise): close this connection.
-            self.close("framing", f"invalid message length {length}")
-            return
-        if len(buffer) < 2 + length:
-            if self.eof:
-                self._at_eof()
-            return
-        body = bytes(buffer[2 : 2 + length])
-        del buffer[: 2 + length]
-        if buffer:
-            self.frame_started = now = self.loop.time()
-            self._arm_at(now + self.port.limits.frame_timeout)
-        else:
-            self.frame_started = None
+        if len(buffer) >= 2:
+            length = (buffer[0] << 8) | buffer[1]
+            if length == 0 or length > MAX_MESSAGE_LENGTH:
+                # Nothing to answer (or no way to resynchronise): close this connection.
+                self.close("framing", f"invalid message length {length}")
+                return None
+            if len(buffer) >= 2 + length:
+                body = bytes(buffer[2 : 2 + length])
+                del buffer[: 2 + length]
+                if buffer:
+                    self.frame_started = now = self.loop.time()
+                    self._arm_at(now + self.port.limits.frame_timeout)
+                else:
+                    self.frame_started = None
+                return body
+        if self.eof:
+            self._at_eof()
+        elif self.reading_paused and len(buffer) <= MAX_PENDING_BYTES // 2 and self.unread_since is None:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        return None
+
+    def _next(self) -> None:
+        """Execute the complete frames in the buffer, one at a time, in order."""
         port = self.port
-        if not port._slots.begin(port._interface, self.slot, self.gen):
-            self.close()  # another process gave this connection's slot to a newcomer
-            return
-        result = port._processor(body, port.name, self.peer)
-        if result is None or isinstance(result, Outcome):
-            self._answer(result)  # answered at once: no task needed
-        else:
-            self.task = self.loop.create_task(self._execute(result))
+        for _ in range(FRAMES_PER_TURN):
+            if self.closing or self.task is not None or self.unread_since is not None:
+                return
+            body = self._take_frame()
+            if body is None:
+                return
+            if not port._slots.begin(port._interface, self.slot, self.gen):
+                self.close()  # another process gave this connection's slot to a newcomer
+                return
+            result = port._processor(body, port.name, self.peer)
+            if result is None or isinstance(result, Outcome):
+                self._answer(result)  # answered at once: no task needed
+            else:
+                self.task = self.loop.create_task(self._execute(result))
+                return
+        # A client that pipelines many frames lets the other connections have their turn.
+        self.loop.call_soon(self._next)
 
     async def _execute(self, pending: Awaitable[Outcome | None]) -> None:
         try:
@@ -328,6 +350,7 @@ class _Connection(asyncio.Protocol):
             return
         self.task = None
         self._answer(outcome)
+        self._next()
 
     def _answer(self, outcome: Outcome | None) -> None:
         port = self.port
@@ -347,11 +370,6 @@ class _Connection(asyncio.Protocol):
             self.unread_since = now
             transport.pause_reading()  # type: ignore[attr-defined]
             self._arm_at(now + min(UNREAD_POLL_SECONDS, port.limits.frame_timeout))
-            return
-        if self.buffer:
-            self._next()
-        elif self.eof:
-            self._at_eof()
 
     def resume_writing(self) -> None:
         self._drained()
@@ -362,8 +380,9 @@ class _Connection(asyncio.Protocol):
         if self.transport.get_write_buffer_size():
             return
         self.unread_since = None
-        self.transport.resume_reading()  # type: ignore[attr-defined]
-        if self.task is None and self.buffer:
+        if not self.reading_paused:
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+        if self.task is None:
             self._next()
 
 
