@@ -204,7 +204,9 @@ class NtlsDispatcher:
             return self._answer(message, c.CKR_ATTRIBUTE_VALUE_INVALID, (), layout), False
         except ProtocolError:
             return self._answer(message, c.CKR_ARGUMENTS_BAD, (), layout), True
-        handler = self._handlers[message.op]
+        handler = self._handlers.get(message.op)
+        if handler is None:
+            return self._answer(message, c.CKR_FUNCTION_NOT_SUPPORTED, (), layout), False
         try:
             lock = None
             if message.op in self._by_session:
