@@ -141,3 +141,44 @@ def test_lunacm_without_a_registered_certificate_says_what_to_fix(appliance):
     core.clients.delete("app1host")
     r = lunacm("slot list")
     assert "unreachable: The TLS handshake with hsm1" in r.stdout and "registered" in r.stdout
+
+
+def _fresh_partition(label, *extra):
+    """LunaCM commands that (re-)initialize the partition and leave the CO logged in."""
+    return ("partition init -label " + label + " -password " + PO + " -force" + "".join(extra),
+            "role login -name po -password " + PO, "role init -name co -password " + CO1, "role logout",
+            "role login -name co -password " + CO1, "role changepw -name co -oldpw " + CO1 + " -newpw " + CO2)
+
+
+def test_lunacm_backs_up_and_restores_only_within_the_cloning_domain(appliance):
+    import os
+    import stat
+
+    core, port, tmp_path = appliance
+    connect_client(core, port, tmp_path)
+    serial = core.partitions.by_name("app1").serial
+    assert lunacm(*_fresh_partition("app1")).exit_code == 0
+    status = core.partitions.get(serial)
+    core.keystore.create(serial, generation=status.generation, attributes={
+        0x000: 0, 0x001: True, 0x003: "backed-up", 0x011: b"\x01\x02 some data"})  # a token data object
+    backup = tmp_path / "app1.bak"
+
+    r = lunacm("role login -name co -password " + CO2, "partition backup -file " + str(backup), "partition showinfo")
+    assert r.exit_code == 0, r.stdout
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600 and b"some data" not in backup.read_bytes()
+    assert "Cloning Domain ID ->" in r.stdout and "Private Key Cloning (policy 0) ->" in r.stdout
+    r = lunacm("role login -name co -password " + CO2, "partition backup -file " + str(backup))
+    assert r.exit_code == 1 and "exists already" in r.stdout
+
+    # the partition is re-initialized (its objects are gone) in the same domain: the backup restores
+    r = lunacm(*_fresh_partition("app1-again"), "partition restore -file " + str(backup))
+    assert r.exit_code == 0, r.stdout
+    assert "Restored 1 object(s)" in r.stdout
+    status = core.partitions.get(serial)
+    assert [rec.attributes[0x011] for rec in core.keystore.objects(serial)] == [b"\x01\x02 some data"]
+
+    # in another cloning domain it is refused, with a clear error, and nothing changes
+    r = lunacm(*_fresh_partition("app1-other", " -domain otherDomain"), "partition restore -file " + str(backup))
+    assert r.exit_code == 1
+    assert "not in the same cloning domain" in r.stdout and "CKR_WRAPPED_KEY_INVALID" in r.stdout
+    assert core.keystore.objects(serial) == []

@@ -1,7 +1,10 @@
 """The LunaCM commands: what each does with the backend (NTLS), and the command tree."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from hsmcloud.clients.luna.lunacm.shell import Invocation, LunaCmError
+from hsmcloud.private_files import write_private
 from hsmcloud.shellgrammar import Command, Flag, Group
 
 ROLE_NAMES = {"po": "Partition SO", "so": "Partition SO", "co": "Crypto Officer", "cu": "Crypto User"}
@@ -90,6 +93,38 @@ def partition_changepolicy(inv: Invocation) -> None:
         inv.out(f"Policy {code.strip()} set to {value.strip()}.")
 
 
+def partition_backup(inv: Invocation) -> None:
+    """Back the current slot's partition up to a file on this host (the CO logged in)."""
+    slot = inv.shell.require_slot()
+    path = Path(inv.value("file") or "").expanduser()
+    if not path.name:
+        raise LunaCmError("-file names the backup file to write.")
+    if path.exists() and not inv.flag("force"):
+        raise LunaCmError(f"{path} exists already: choose another file, or give -force to replace it.")
+    if not path.parent.is_dir():
+        raise LunaCmError(f"The directory {path.parent} does not exist.")
+    data = inv.shell.backend.backup(slot)
+    write_private(path, data)
+    inv.out(f"Partition in slot {slot} backed up to {path} ({len(data)} bytes). Only a partition of the same "
+            "cloning domain can restore it.")
+
+
+def partition_restore(inv: Invocation) -> None:
+    """Restore a backup file into the current slot's partition (the CO logged in)."""
+    slot = inv.shell.require_slot()
+    path = Path(inv.value("file") or "").expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LunaCmError(f"Cannot read the backup file {path}: {exc.strerror or exc}.") from None
+    replace = inv.flag("replace")
+    if replace:
+        inv.confirm("You are about to replace every object of the partition with the backup's objects.")
+    restored, skipped = inv.shell.backend.restore(slot, data, replace=replace)
+    inv.out(f"Restored {restored} object(s) into the partition in slot {slot}"
+            + (f"; {skipped} already present were skipped." if skipped else "."))
+
+
 # ---- role ----------------------------------------------------------------------------------------
 
 def role_login(inv: Invocation) -> None:
@@ -176,7 +211,8 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
         Command(name="set", summary="Choose the current slot", handler=slot_set,
                 flags=(Flag(name="slot", metavar="id", required=True, help="slot ID"),)),
     )),
-    Group(name="partition", summary="The current slot's partition: init, showinfo, showpolicies, changepolicy",
+    Group(name="partition", summary="The current slot's partition: init, showinfo, showpolicies, changepolicy, "
+                                    "backup, restore",
           children=(
               Command(name="init", summary="Initialize the partition (sets the Partition SO password)",
                       handler=partition_init,
@@ -187,6 +223,20 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
                                   help="cloning domain (default: the HSM's)"), _FORCE),
                       details="Re-initializing needs the current Partition SO password and destroys every object."),
               Command(name="showinfo", summary="Show the partition's state", handler=partition_showinfo),
+              Command(name="backup", summary="Back the partition up to a file on this host (Crypto Officer)",
+                      handler=partition_backup,
+                      flags=(Flag(name="file", metavar="path", required=True, help="backup file to write (0600)"),
+                             Flag(name="force", takes_value=False, help="replace an existing file")),
+                      details="The file is encrypted under the partition's cloning domain: only a partition "
+                              "of the same cloning domain, on any appliance, can restore it."),
+              Command(name="restore", summary="Restore a backup file into the partition (Crypto Officer)",
+                      handler=partition_restore,
+                      flags=(Flag(name="file", metavar="path", required=True, help="backup file to read"),
+                             Flag(name="replace", takes_value=False,
+                                  help="destroy the partition's objects first (asks to type 'proceed')"),
+                             _FORCE),
+                      details="Objects the partition already has are skipped. A backup of another cloning "
+                              "domain is refused and nothing changes."),
               Command(name="showpolicies", summary="Show the partition's policies", handler=partition_showpolicies,
                       flags=(Flag(name="verbose", takes_value=False, help="mark destructive policies"),)),
               Command(name="changepolicy", summary="Change partition policies (Partition SO logged in)",
