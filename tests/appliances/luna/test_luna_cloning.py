@@ -344,3 +344,59 @@ def test_backup_of_another_domain_is_refused(tmp_path, src, stranger):
             other.restore(so, backup, replace=True)
         assert raised.value.rv == c.CKR_WRAPPED_KEY_INVALID
         assert len(other.list_object_fingerprints(so)) == before
+
+
+# -- the appliance shell: backup into the file area, restore from it ---------------------
+
+
+def test_lunash_backup_zeroize_reinit_restore_from_the_file_area(tmp_path):
+    from luna_helpers import SO_PASSWORD, ok, run_line
+
+    h = Harness(tmp_path / "lunash", serial="154700061")
+    try:
+        with h.connect() as client:
+            session = h.session(client)
+            pub, priv = rsa_token_pair(client, session, "shell-backup")
+            saved = public_key(client, session, pub)
+        der = h.core.keystore.get(h.serial, priv).secret
+        code, text = run_line(h.shell, "partition backup -partition app1 -file app1.pem "
+                                       f"-password {CO_PIN}")
+        assert code != 0 and ".bak" in text
+        code, text = run_line(h.shell, "partition backup -partition app1 -file app1.bak "
+                                       "-password wrong-co-pin")
+        assert code != 0 and not h.core.files.exists("app1.bak")
+        assert h.core.partitions.get(h.serial).roles[Role.CRYPTO_OFFICER].failed_logins == 1
+        text = ok(h.shell, f"partition backup -partition app1 -file app1.bak -password {CO_PIN}")
+        assert "backed up to 'app1.bak'" in text
+        data = h.core.files.get("app1.bak")
+        assert der not in data
+        code, text = run_line(h.shell, f"partition backup -partition app1 -file app1.bak "
+                                       f"-password {CO_PIN}")
+        assert code != 0 and "already has 'app1.bak'" in text
+
+        ok(h.shell, "hsm zeroize -force")
+        ok(h.shell, f"hsm init -label myHSM -domain myDomain -password {SO_PASSWORD} -force")
+        ok(h.shell, f"hsm login -password {SO_PASSWORD}")
+        ok(h.shell, "partition create -partition app1")
+        serial = h.core.partitions.by_name("app1").serial
+        h.prepare_partition(serial, label="app1-again")
+        h.core.clients.assign("client1", serial)
+        text = ok(h.shell, f"partition restore -partition app1 -file app1.bak -password {CO_PIN}")
+        assert "2 object(s) restored" in text
+        with h.connect() as client:
+            session = client.open_session(serial)
+            client.login(session, c.CKU_USER, CO_PIN.encode())
+            (restored,) = find_label(client, session, "shell-backup", c.CKO_PRIVATE_KEY)
+            signature = sign(client, session, restored, b"restored in the shell")
+        saved.verify(signature, b"restored in the shell", padding.PKCS1v15(), hashes.SHA256())
+
+        # a partition of another domain refuses the file, and keeps its objects
+        ok(h.shell, "partition create -partition app2")
+        other = h.core.partitions.by_name("app2").serial
+        h.prepare_partition(other, label="app2", domain="elsewhere")
+        code, text = run_line(h.shell, "partition restore -partition app2 -file app1.bak "
+                                       f"-password {CO_PIN} -replace -force")
+        assert code != 0 and "cloning domain" in text
+        assert h.core.keystore.count(other) == 0
+    finally:
+        h.close()
