@@ -221,11 +221,13 @@ def _decode_objects(plaintext: bytes) -> list[tuple[dict[int, AttributeValue], b
             attributes = decode_attributes(entry["a"])
             if not isinstance(attributes.get(_CKA_CLASS), int):
                 raise ValueError("an object without a class")
+            if attributes.get(_CKA_TOKEN) is not True:
+                raise ValueError("a session object")
             secret = entry["s"]
             objects.append((attributes, None if secret is None else bytes.fromhex(secret)))
         return objects
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise CloneDataInvalid("The clone data decrypted but does not hold objects.") from None
+        raise CloneDataInvalid("The clone data decrypted but does not hold token objects.") from None
 
 
 def _read(data: bytes, parse: Callable[[Reader], object], what: str):
@@ -287,6 +289,15 @@ class CloningService:
                     f"{status.serial}: secret keys cannot be {what}. Nothing was changed."
                 )
 
+    def _check_replication(self, other_appliance: str) -> None:
+        """Cloning to or from another appliance needs HSM policy 16 (network replication)."""
+        if other_appliance != self._appliance_serial() and not self._hsm.policy(
+                HSM_NETWORK_REPLICATION):
+            raise CloningNotAllowed(
+                "HSM policy 16 (Allow network replication) is 0 on this appliance: it clones "
+                f"with no other appliance (here: {other_appliance}). Nothing was cloned."
+            )
+
     def _status(self, serial: str, generation: int) -> PartitionStatus:
         status = self._partitions.get(serial)
         if not status.initialized:
@@ -346,8 +357,8 @@ class CloningService:
                 f"The offer does not come from a partition in the cloning domain of partition "
                 f"{serial}: the partitions are in different cloning domains. Nothing was cloned."
             )
-        if expires <= self._clock():
-            raise CloneOfferInvalid("The clone offer has expired; ask the target for a new one.")
+        del expires  # the target, whose clock made it, enforces it at import
+        self._check_replication(target_appliance)
         records = []
         for handle in handles:
             try:
@@ -382,8 +393,9 @@ class CloningService:
                 raise ValueError("magic")
             return r.bytes(), r.string(), r.string(), r.string(), r.string(), r.bytes()
 
-        offer_id, _source_appliance, _source_serial, _target_appliance, target_serial, public = \
+        offer_id, source_appliance, _source_serial, _target_appliance, target_serial, public = \
             _read(header, parse_header, "clone blob")
+        self._check_replication(source_appliance)
         with self._lock:
             self._expire()
             offer = self._offers.get(offer_id)
@@ -407,9 +419,6 @@ class CloningService:
             ) from None
         objects = _decode_objects(plaintext)
         self._check_policies(status, [a for a, _ in objects], what="cloned into it")
-        for attributes, _ in objects:
-            if not attributes.get(_CKA_TOKEN):
-                raise CloneDataInvalid("A clone blob holds token objects only.")
         records, _ = self._keystore.create_many(serial, generation=generation, items=objects)
         return [r.handle for r in records]
 
