@@ -459,3 +459,29 @@ def test_an_import_that_fails_midway_stores_nothing_even_after_a_restart(tmp_pat
         assert reopened.keystore.objects(h.serial) == []
     finally:
         reopened.close()
+
+
+def test_the_domain_secret_is_kept_sealed_and_older_partitions_must_be_reinitialized(tmp_path):
+    from hsmcloud.appliances.luna.core.passwords import domain_secret
+
+    h = Harness(tmp_path / "sealed", serial="154700091")
+    try:
+        h.core.state.scrub()
+        raw = b"".join(p.read_bytes() for p in (tmp_path / "sealed" / "appliance").iterdir()
+                       if p.name.startswith("appliance.sqlite3"))
+        assert domain_secret("myDomain") not in raw
+        # a partition initialized before the secret was kept (state schema 2) has none
+        with h.core.state.transaction() as db:
+            db.execute("UPDATE partition_state SET domain_secret_sealed = NULL WHERE serial = ?",
+                       (h.serial,))
+        with h.connect() as client:
+            session = h.session(client)
+            with pytest.raises(Pkcs11Error) as raised:
+                client.backup(session)
+            assert raised.value.rv == c.CKR_KEY_NOT_WRAPPABLE
+        h.prepare_partition(h.serial, label="again")
+        with h.connect() as client:
+            session = h.session(client)
+            assert client.backup(session)
+    finally:
+        h.close()

@@ -1,8 +1,10 @@
 """Cloning between partitions of one cloning domain, object fingerprints, backup and restore.
 
-A partition's cloning domain is kept as its PBKDF2 digest (``passwords.domain_digest``), the
-same on every appliance for the same domain: the **domain secret**. HKDF-SHA256 derives one
-key per purpose from it. Nothing here ever lets an object's secret out in clear:
+A partition's cloning domain is kept as a PBKDF2 **domain secret** (``passwords.domain_secret``),
+the same on every appliance for the same domain, sealed under the device key; HKDF-SHA256
+derives one key per purpose from it. The public domain identifier comes from the domain's
+digest (kept in clear for comparisons, another salt), so it gives the secret away no more than
+the digest does. Nothing here ever lets an object's secret out in clear:
 
 - the target partition makes an **offer**: a fresh X25519 public key, a random offer id, the
   target's serials and an expiry, MACed under the domain's offer key; the private half stays
@@ -190,15 +192,6 @@ def _derive(domain_secret: bytes, purpose: str, *, salt: bytes | None = None,
                 info=f"hsmcloud/luna/cloning/{purpose}/v1".encode()).derive(domain_secret + extra)
 
 
-def _domain_secret(status: PartitionStatus) -> bytes:
-    if not status.initialized or not status.domain_digest:
-        raise PartitionNotInitialized(
-            f"Partition {status.serial} ({status.name}) is not initialized: it has no cloning "
-            "domain."
-        )
-    return status.domain_digest.encode("ascii")
-
-
 def domain_id(status: PartitionStatus) -> str:
     """A public identifier of the partition's cloning domain ("" when not initialized)."""
     if not status.initialized or not status.domain_digest:
@@ -298,6 +291,15 @@ class CloningService:
                 f"with no other appliance (here: {other_appliance}). Nothing was cloned."
             )
 
+    def _domain_secret(self, status: PartitionStatus) -> bytes:
+        secret = self._partitions.domain_secret(status.serial, status.generation)
+        if secret is None:
+            raise CloningNotAllowed(
+                f"Partition {status.serial} ({status.name}) was initialized before this appliance "
+                "kept cloning-domain secrets: initialize it again to clone, back up or restore."
+            )
+        return secret
+
     def _status(self, serial: str, generation: int) -> PartitionStatus:
         status = self._partitions.get(serial)
         if not status.initialized:
@@ -311,7 +313,7 @@ class CloningService:
     def offer(self, serial: str, generation: int) -> bytes:
         """The target partition's one-time offer to receive cloned objects."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         if not self._hsm.policy(HSM_ALLOW_CLONING):
             raise CloningNotAllowed(
                 "HSM policy 7 (Allow cloning) is 0 on this appliance: it accepts no clones.")
@@ -341,7 +343,7 @@ class CloningService:
         if not handles or len(handles) > MAX_OBJECTS_PER_CLONE:
             raise InvalidUsage(f"Clone 1 to {MAX_OBJECTS_PER_CLONE} objects at a time.")
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         body, mac = _read(offer, lambda r: (r.bytes(), r.bytes()), "clone offer")
 
         def parse_body(r: Reader):
@@ -384,7 +386,7 @@ class CloningService:
     def import_blob(self, serial: str, generation: int, blob: bytes) -> list[int]:
         """Store a CLONE_EXPORT blob made for one of this partition's offers (consumed)."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         header, nonce, ciphertext = _read(blob, lambda r: (r.bytes(), r.bytes(), r.bytes()),
                                           "clone blob")
 
@@ -436,7 +438,7 @@ class CloningService:
 
     def fingerprints(self, serial: str, generation: int) -> list[Fingerprint]:
         status = self._status(serial, generation)
-        key = _derive(_domain_secret(status), "fingerprint")
+        key = _derive(self._domain_secret(status), "fingerprint")
         return [Fingerprint(handle=r.handle, cls=int(r.attributes.get(_CKA_CLASS, 0)),
                             fingerprint=self._fingerprint(key, r.attributes, r.secret))
                 for r in self._keystore.objects(serial)]
@@ -446,7 +448,7 @@ class CloningService:
     def backup(self, serial: str, generation: int) -> bytes:
         """Every token object of the partition, as a file only its cloning domain opens."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         records = self._keystore.objects(serial)
         self._check_policies(status, [r.attributes for r in records], what="backed up")
         salt = secrets.token_bytes(_SALT_BYTES)
@@ -478,7 +480,7 @@ class CloningService:
         """Store a backup's objects the partition lacks (by fingerprint); ``replace`` destroys
         the partition's objects first. One transaction. Returns (restored, skipped)."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         _, header, salt, nonce, ciphertext = self.backup_header(data)
         key = _derive(_derive(secret, "backup"), "backup-file", salt=salt)
         try:
