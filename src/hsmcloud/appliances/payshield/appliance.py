@@ -61,6 +61,7 @@ from .product import (
     MODEL,
     PREMIUM_PACKAGE_FEATURES,
     firmware_key,
+    firmware_number as product_firmware_number,
 )
 from .state import ApplianceState, Claim
 
@@ -123,8 +124,8 @@ class PayShieldConfig:
 
 
 def firmware_number(version: str) -> str:
-    """The 9-character firmware number of NC/NO: the version without its space."""
-    return version.replace(" ", "")[:9].ljust(9)
+    """The 9-character firmware number of NC/NO, in the real device's ``NNNN-NNNN`` form."""
+    return product_firmware_number(version)
 
 
 class PayShieldAppliance:
