@@ -26,15 +26,12 @@ from ..host_commands import (
     ClearKey,
     CommandContext,
     Response,
-    _check_pin_length,
     _ibm_pin_prefix,
-    _max_pin_length,
     _peek_aes,
     _visa_pvv,
     encrypt_pin,
     open_key,
 )
-from ..lmk import hex_bytes
 
 #: BDKs: variant key types 009/609/809; key-block usages B0 (TR-31) and 41/42/43 (Thales).
 BDK = ("009", ("B0", "41", "42", "43"))
@@ -284,4 +281,4 @@ def cmd_gw(ctx: CommandContext, cur: Cursor) -> Response:
     return ""
 
 
-__all__ = ["cmd_ci", "cmd_ck", "cmd_cm", "cmd_g0", "cmd_go", "cmd_gq", "cmd_gw", "hex_bytes"]
+__all__ = ["cmd_ci", "cmd_ck", "cmd_cm", "cmd_g0", "cmd_go", "cmd_gq", "cmd_gw"]
