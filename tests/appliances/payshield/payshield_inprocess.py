@@ -27,8 +27,8 @@ _PAIRS = {"00": 2, "01": 3, "02": 7, "03": 8, "04": 9, "05": 10, "06": 11, "07":
 
 
 def _pair(material: bytes, key_type: str) -> bytearray:
-    index = _PAIRS[key_type[1:]]
-    key = bytearray(material[index * 16 : index * 16 + 16])
+    index, size = _PAIRS[key_type[1:]], len(material) // 20  # 16: 2-key LMK, 24: 3-key LMK
+    key = bytearray(material[index * size : index * size + size])
     if key_type[0] != "0":
         key[0] ^= _VARIANTS[int(key_type[0]) - 1]
     return key
@@ -79,8 +79,8 @@ class Host:
     """One security domain with a variant LMK in slot 0 (the Thales test LMK) and, optionally,
     an AES key-block LMK in slot 1."""
 
-    def __init__(self, *, keyblock_key: bytes | None = None) -> None:
-        lmks = {0: VariantLmk(TEST_LMK)}
+    def __init__(self, *, keyblock_key: bytes | None = None, variant_material: bytes = TEST_LMK) -> None:
+        lmks = {0: VariantLmk(variant_material)}
         self.keyblock_key = keyblock_key or os.urandom(32)
         lmks[1] = KeyBlockLmk(self.keyblock_key, "01")
         self.domain = SecurityDomain(lmk_slots=2, lmks=lmks)

@@ -47,6 +47,7 @@ from .lmk import (
     TYPE_USAGES,
     KeyBlockAttributes,
     KeyBlockLmk,
+    VARIANT_SCHEMES,
     VariantLmk,
     lmk_from_components,
     material_of,
@@ -123,6 +124,23 @@ class PayShieldConfig:
         return ConnectionLimits(idle_timeout=self.host_idle_timeout, frame_timeout=self.host_frame_timeout)
 
 
+_LMK_ALGORITHMS = {
+    "variant": "3DES (20 double-length pairs)",
+    "variant3": "3DES (20 triple-length pairs)",
+    "keyblock": "AES-256",
+}
+
+
+def _card_component(card: _cards.CardComponents, scheme: str) -> bytes:
+    if scheme == "keyblock":
+        return card.keyblock
+    if scheme == "variant":
+        return card.variant
+    if card.variant3 is None:
+        raise InvalidRequest(f"card {card.card_id} predates 3-key variant LMKs: make new cards for scheme 'variant3'")
+    return card.variant3
+
+
 def firmware_number(version: str) -> str:
     """The 9-character firmware number of NC/NO, in the real device's ``NNNN-NNNN`` form."""
     return product_firmware_number(version)
@@ -193,7 +211,7 @@ class PayShieldAppliance:
             lmk_id = f"{record.slot:02d}"
             self._domain.lmks[record.slot] = (
                 VariantLmk(record.material)
-                if record.scheme == "variant"
+                if record.scheme in VARIANT_SCHEMES
                 else KeyBlockLmk(record.material, lmk_id)
             )
         stored = state.settings()
@@ -405,8 +423,8 @@ class PayShieldAppliance:
         """Form an LMK from >= 2 admin cards (document + PIN each) into a slot."""
         slot = self._check_slot(body.get("slot", 0))
         scheme = body.get("scheme", "variant")
-        if scheme not in ("variant", "keyblock"):
-            raise InvalidRequest("scheme must be 'variant' or 'keyblock'")
+        if scheme not in ("variant", "variant3", "keyblock"):
+            raise InvalidRequest("scheme must be 'variant', 'variant3' (3-key variant LMK) or 'keyblock'")
         entries = body.get("cards")
         if not isinstance(entries, list) or len(entries) < 2:
             raise InvalidRequest("at least 2 admin cards are needed to form an LMK")
@@ -420,7 +438,7 @@ class PayShieldAppliance:
         ids = [c.card_id for c in unlocked]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("the same card was presented twice")
-        components = [c.variant if scheme == "variant" else c.keyblock for c in unlocked]
+        components = [_card_component(c, scheme) for c in unlocked]
         lmk = lmk_from_components(scheme, components, f"{slot:02d}")
         check_value = lmk.check_value()
         self.state.put_lmk(slot=slot, scheme=scheme, check_value=check_value, material=material_of(lmk), cards=ids)
@@ -434,7 +452,7 @@ class PayShieldAppliance:
             "slot": slot,
             "id": f"{slot:02d}",
             "scheme": scheme,
-            "algorithm": "3DES (20 double-length pairs)" if scheme == "variant" else "AES-256",
+            "algorithm": _LMK_ALGORITHMS[scheme],
             "check_value": check_value,
             "authorised": slot in self._domain.authorised,
             "cards": cards,

@@ -27,6 +27,9 @@ from .errors import HostError
 
 LMK_PAIRS = 20
 VARIANT_LMK_LENGTH = LMK_PAIRS * 16
+#: A triple-length (3-key 3DES) variant LMK: 20 pairs of 24 bytes.
+VARIANT3_LMK_LENGTH = LMK_PAIRS * 24
+VARIANT_SCHEMES = ("variant", "variant3")
 KEYBLOCK_LMK_LENGTH = 32
 
 KEY_TYPE_VARIANTS = (0xA6, 0x5A, 0x6A, 0xDE, 0x2B, 0x50, 0x74, 0x9C, 0xFA)
@@ -167,14 +170,18 @@ def check_des_key(key: bytes, error: str) -> bytes:
 
 
 class VariantLmk:
-    """A variant LMK: 20 double-length TDES pairs."""
+    """A variant LMK: 20 TDES "pairs", double-length (2-key) or triple-length (3-key).
 
-    scheme = "variant"
+    In a 3-key LMK every pair is a triple-length key; the key-type variant goes into its first
+    byte and the U/T length variant into the first byte of its second key, as for 2-key LMKs.
+    """
 
     def __init__(self, material: bytes) -> None:
-        if len(material) != VARIANT_LMK_LENGTH:
-            raise ValueError("a variant LMK is 20 pairs of 16 bytes")
-        self._pairs = [material[i * 16 : (i + 1) * 16] for i in range(LMK_PAIRS)]
+        if len(material) not in (VARIANT_LMK_LENGTH, VARIANT3_LMK_LENGTH):
+            raise ValueError("a variant LMK is 20 pairs of 16 (2-key) or 24 (3-key) bytes")
+        size = len(material) // LMK_PAIRS
+        self._pairs = [material[i * size : (i + 1) * size] for i in range(LMK_PAIRS)]
+        self.scheme = "variant" if size == 16 else "variant3"
 
     def check_value(self) -> str:
         """16-character LMK check value: 6 KCV digits of pair 00-01, then zeros (as ND shows)."""
@@ -322,7 +329,7 @@ def lmk_from_components(scheme: str, components: list[bytes], lmk_id: str) -> Lm
     combined = components[0]
     for component in components[1:]:
         combined = kc.xor(combined, component)
-    if scheme == "variant":
+    if scheme in VARIANT_SCHEMES:
         return VariantLmk(kc.adjust_parity(combined))
     return KeyBlockLmk(combined, lmk_id)
 
