@@ -78,7 +78,7 @@ def test_kw_cvn10_arqc_and_arpc_method_1(hsm):
     mk = under_variant_lmk(MK, "109").encode()
     assert hsm.call(kw(b"1", b"0", mk, tx, arqc, arc)) == b"KX00" + card.generate_arpc(arqc, arc)
     assert hsm.error(kw(b"1", b"1", mk, tx, arqc, arc)) == "01"
-    assert hsm.error(kw(b"5", b"0", mk, tx, arqc, arc)) == "15"
+    assert hsm.error(kw(b"5", b"0", mk, tx, arqc, arc)) == "04"
     assert hsm.error(kw(b"1", b"7", mk, tx, arqc, arc)) == "05"
     cvk = under_variant_lmk(MK, "402").encode()
     assert hsm.error(kw(b"1", b"0", cvk, tx, arqc, arc)) == "10"  # not an MK-AC (key type 109)
@@ -99,10 +99,13 @@ def test_pm_verifies_the_pyemv_cvc3_example(hsm):
     expected = cvv.generate_cvc3(kd.derive_icc_mk_a(odd, "5123456789012345", "00"), track,
                                  bytes.fromhex("005E"), bytes.fromhex("00000899"))
     mk = under_variant_lmk(odd, "709").encode()
-    head = b"PM" + b"1" + b"0" + mk + b"A" + b"5123456789012345;00" + b"%03d" % len(track) + track
+    track_text = b"5123456789012345=35121010000000000000"  # the same template as track 2 characters
+    head = b"PM" + b"1" + b"2" + mk + b"A" + b"5123456789012345;00" + b"%03d" % len(track_text) + track_text
     assert hsm.ok(head + b"00000899" + b"00094" + expected.encode()) == ""
     assert hsm.ok(head + b"00000899" + b"00094" + b"FF" + expected[-3:].encode()) == ""
     wrong = "%05d" % ((int(expected) + 1) % 100000)
     assert hsm.error(head + b"00000899" + b"00094" + wrong.encode()) == "01"
     assert hsm.error(head + b"00000899" + b"00095" + expected.encode()) == "01"
+    assert hsm.ok(head + b"00000899" + b"00094" + b"XX" + expected[-3:].encode()) == ""
     assert hsm.error(b"PM" + b"0" + head[3:] + b"00000899" + b"00094" + expected.encode()) == "05"
+    assert hsm.error(b"PM1" + b"0" + head[4:] + b"00000899" + b"00094" + expected.encode()) == "15"

@@ -72,7 +72,7 @@ def test_de_generates_the_offset_of_a_pin_under_the_lmk(hsm):
         assert hsm.ok(b"DE" + pvk + lmk_pin + b"04" + ibm_tail()) == expected.ljust(12, "F")
     # PIN shorter than the check length; a PIN under the LMK of another account.
     short = pin_under_variant_lmk("1234", ACCOUNT).encode()
-    assert hsm.error(b"DE" + pvk + short + b"06" + ibm_tail()) == "24"
+    assert hsm.error(b"DE" + pvk + short + b"06" + ibm_tail()) == "81"
     other = pin_under_variant_lmk("1234", "999999999999").encode()
     assert hsm.error(b"DE" + pvk + other + b"04" + ibm_tail()) == "14"
 

@@ -45,6 +45,7 @@ HOST_ERROR_MEANINGS = {
     "51": "Invalid message header",
     "68": "Command has been disabled",
     "80": "Data length error",
+    "81": "PIN length mismatch (the PIN is shorter than the check length)",
     "83": "Key block format error",
     "84": "Key block check value error",
     "A4": "Key block authentication failure",

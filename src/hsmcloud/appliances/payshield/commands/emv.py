@@ -52,7 +52,7 @@ def cmd_kw(ctx: CommandContext, cur: Cursor) -> Response:
     """
     mode = cur.take(1)
     if mode not in KW_MODES:
-        raise HostError("15", "KW mode must be 0..4")
+        raise HostError("04", "unrecognised KW mode flag (0..4)")
     verify, method = KW_MODES[mode]
     scheme = cur.take(1)
     if scheme not in ("0", "1"):
@@ -95,14 +95,16 @@ def cmd_kw(ctx: CommandContext, cur: Cursor) -> Response:
 
 
 def cmd_pm(ctx: CommandContext, cur: Cursor) -> Response:
-    """Verify a MasterCard CVC3: scheme ID (1 = CVC3), version (1N), MK-CVC3, ICC key derivation
-    method (A/B), PAN ';' PSN (2N), track data length (3N) + track data (the IVCVC3 track
-    template, binary), UN (8N), ATC (5N, decimal), CVC3 (5: the digits received, left-padded
-    with F when fewer than 5)."""
+    """Verify a MasterCard CVC3: scheme ID (1 = MasterCard), version (2 = PAN and track data
+    given), MK-CVC3, ICC key derivation method (A/B), PAN ';' PSN (2N), track data length (3N)
+    + track data (the track 2 IVCVC3 template as characters: digits, 'D' or '=' as the field
+    separator, 'F' pad), UN (8N), ATC (5N, decimal), CVC3 (5: the digits received, left-padded
+    with F or X when fewer than 5)."""
     scheme = cur.take(1)
     if scheme != "1":
         raise HostError("05", "PM scheme ID 1 (MasterCard CVC3) is the one supported")
-    cur.take_digits(1)  # version
+    if cur.take_digits(1) != "2":
+        raise HostError("15", "PM version 2 (PAN and track data given) is the one supported")
     mk_field = cur.key()
     method = cur.take(1).upper()
     if method not in ("A", "B"):
@@ -111,17 +113,20 @@ def cmd_pm(ctx: CommandContext, cur: Cursor) -> Response:
     if not 12 <= len(pan) <= 19 or not pan.isdigit():
         raise HostError("15", "PAN must be 12..19 digits")
     psn = cur.take_digits(2)
-    track = cur.take_binary(int(cur.take_digits(3)))
+    track_text = cur.take(int(cur.take_digits(3))).upper().replace("=", "D")
+    if len(track_text) % 2:
+        track_text += "F"
+    if not track_text or any(c not in "0123456789DF" for c in track_text):
+        raise HostError("15", "track data must be track 2 characters (digits, D or =, F)")
+    track = bytes.fromhex(track_text)
     un = bytes.fromhex(cur.take_digits(8))
     atc_value = int(cur.take_digits(5))
     if atc_value > 0xFFFF:
         raise HostError("15", "ATC must be 0..65535")
-    presented = cur.take(5).upper().lstrip("F")
+    presented = cur.take(5).upper().lstrip("FX")
     lmk = ctx.lmk(cur.trailing())
     if not 3 <= len(presented) <= 5 or not presented.isdigit():
         raise HostError("15", "CVC3 must be 3..5 digits (left-padded with F)")
-    if not track:
-        raise HostError("80", "no track data")
     mk = _double_length_tdes(open_key(lmk, mk_field, *MK_CVC3), "MK-CVC3")
     derive = _kd.derive_icc_mk_a if method == "A" else _kd.derive_icc_mk_b
     icc_key = derive(mk, pan, psn)

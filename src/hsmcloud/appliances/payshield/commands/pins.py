@@ -99,7 +99,7 @@ def cmd_de(ctx: CommandContext, cur: Cursor) -> Response:
     pvk = open_key(lmk, pvk_field, *PVK)
     pin = pin_from_lmk(lmk, pin_field, account)
     if len(pin) < length:
-        raise HostError("24", "the PIN is shorter than the check length")
+        raise HostError("81", "the PIN is shorter than the check length")
     return ibm_offset(pvk, table, validation, pin, account)
 
 
@@ -126,7 +126,7 @@ def cmd_bk(ctx: CommandContext, cur: Cursor) -> Response:
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
     pin = decrypt_pin(key, block, fmt, account)
     if len(pin) < length:
-        raise HostError("24", "the PIN is shorter than the check length")
+        raise HostError("81", "the PIN is shorter than the check length")
     return ibm_offset(pvk, table, validation, pin, account)
 
 
@@ -203,5 +203,5 @@ def cmd_du(ctx: CommandContext, cur: Cursor) -> Response:
     new_pin = decrypt_pin(key, new_block, fmt, account)
     _check_pin_length(new_pin, maximum)
     if len(new_pin) < length:
-        raise HostError("24", "the new PIN is shorter than the check length")
+        raise HostError("81", "the new PIN is shorter than the check length")
     return ibm_offset(pvk, table, validation, new_pin, account)
