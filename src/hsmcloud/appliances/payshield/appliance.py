@@ -44,6 +44,8 @@ from .host_tls import (
     server_context,
 )
 from .lmk import (
+    KEY_USAGES,
+    MODES_OF_USE,
     TYPE_USAGES,
     KeyBlockAttributes,
     KeyBlockLmk,
@@ -536,10 +538,15 @@ class PayShieldAppliance:
         usage = body.get("usage") or (TYPE_USAGES.get(key_type) or ("",))[0]
         if not isinstance(usage, str) or len(usage) != 2:
             raise InvalidRequest("a key-block key needs a 2-character 'usage' or a known key 'type'")
+        if usage.upper() not in KEY_USAGES:
+            raise InvalidRequest(f"key usage {usage!r} is neither a TR-31 nor a Thales key usage")
+        mode = str(body.get("mode_of_use", "N")).upper()[:1] or "N"
+        if mode not in MODES_OF_USE:
+            raise InvalidRequest(f"mode of use {mode!r} is not a key-block mode of use")
         return KeyBlockAttributes(
             usage=usage.upper(),
             algorithm=algorithm,
-            mode_of_use=str(body.get("mode_of_use", "N")).upper()[:1] or "N",
+            mode_of_use=mode,
             version=str(body.get("version", "00")),
             exportability=str(body.get("exportability", "E")).upper()[:1] or "E",
         )
