@@ -107,5 +107,24 @@ def test_pm_verifies_the_pyemv_cvc3_example(hsm):
     assert hsm.error(head + b"00000899" + b"00094" + wrong.encode()) == "01"
     assert hsm.error(head + b"00000899" + b"00095" + expected.encode()) == "01"
     assert hsm.ok(head + b"00000899" + b"00094" + b"XX" + expected[-3:].encode()) == ""
-    assert hsm.error(b"PM" + b"0" + head[3:] + b"00000899" + b"00094" + expected.encode()) == "05"
+    assert hsm.error(b"PM" + b"7" + head[3:] + b"00000899" + b"00094" + expected.encode()) == "05"
     assert hsm.error(b"PM1" + b"0" + head[4:] + b"00000899" + b"00094" + expected.encode()) == "15"
+
+
+def test_pm_verifies_a_visa_dcvv(hsm):
+    """Visa dCVV: CVV algorithm under the option-A card key with ATC || PAN[4:] and service code 000."""
+    pan, psn, expiry, atc = "4761739001010010", "00", "2212", "0042"
+    udk = kd.derive_icc_mk_a(MK, pan, psn)
+    import psec
+
+    expected = psec.cvv.generate_cvv(udk, atc + pan[4:], expiry, "000")
+    mk = under_variant_lmk(MK, "709").encode()
+    head = b"PM00" + mk + b"A" + pan.encode() + b";" + psn.encode() + expiry.encode() + atc.encode()
+    assert hsm.ok(head + expected.encode()) == ""
+    assert hsm.error(head + ("%03d" % ((int(expected) + 1) % 1000)).encode()) == "01"
+    # The next transaction (ATC 0043) has its own dCVV.
+    next_dcvv = psec.cvv.generate_cvv(udk, "0043" + pan[4:], expiry, "000")
+    other_atc = b"PM00" + mk + b"A" + pan.encode() + b";" + psn.encode() + expiry.encode() + b"0043"
+    assert hsm.ok(other_atc + next_dcvv.encode()) == ""
+    if next_dcvv != expected:
+        assert hsm.error(other_atc + expected.encode()) == "01"

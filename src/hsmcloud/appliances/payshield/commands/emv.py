@@ -7,6 +7,7 @@ Key derivation, cryptograms and CVC3 come from ``pyemv``.
 
 from __future__ import annotations
 
+from psec import cvv as _psec_cvv
 from pyemv import ac as _ac
 from pyemv import cvv as _cvv
 from pyemv import kd as _kd
@@ -95,14 +96,17 @@ def cmd_kw(ctx: CommandContext, cur: Cursor) -> Response:
 
 
 def cmd_pm(ctx: CommandContext, cur: Cursor) -> Response:
-    """Verify a MasterCard CVC3: scheme ID (1 = MasterCard), version (2 = PAN and track data
+    """Verify a dynamic card verification value. Scheme 0: Visa dCVV (see ``_visa_dcvv``).
+    Scheme 1: MasterCard CVC3: scheme ID (1 = MasterCard), version (2 = PAN and track data
     given), MK-CVC3, ICC key derivation method (A/B), PAN ';' PSN (2N), track data length (3N)
     + track data (the track 2 IVCVC3 template as characters: digits, 'D' or '=' as the field
     separator, 'F' pad), UN (8N), ATC (5N, decimal), CVC3 (5: the digits received, left-padded
     with F or X when fewer than 5)."""
     scheme = cur.take(1)
+    if scheme == "0":
+        return _visa_dcvv(ctx, cur)
     if scheme != "1":
-        raise HostError("05", "PM scheme ID 1 (MasterCard CVC3) is the one supported")
+        raise HostError("05", "PM scheme ID must be 0 (Visa dCVV) or 1 (MasterCard CVC3)")
     if cur.take_digits(1) != "2":
         raise HostError("15", "PM version 2 (PAN and track data given) is the one supported")
     mk_field = cur.key()
@@ -133,4 +137,32 @@ def cmd_pm(ctx: CommandContext, cur: Cursor) -> Response:
     cvc3 = _cvv.generate_cvc3(icc_key, track, atc_value.to_bytes(2, "big"), un)
     if cvc3[-len(presented):] != presented:
         raise HostError("01", "CVC3 verification failed")
+    return ""
+
+
+def _visa_dcvv(ctx: CommandContext, cur: Cursor) -> Response:
+    """Visa dCVV: version (1N), MK-dCVV, ICC key derivation method (A/B), PAN ';' PSN (2N), expiry
+    (4N, as on the track), ATC (4H, as on the track), dCVV (3N).
+
+    The dCVV is the CVV algorithm under the card's derived key with the ATC in place of the
+    PAN's first four digits and service code 000.
+    """
+    cur.take_digits(1)  # version
+    mk_field = cur.key()
+    method = cur.take(1).upper()
+    if method not in ("A", "B"):
+        raise HostError("15", "ICC key derivation method must be A or B")
+    pan = cur.until(";", max_length=19)
+    if not 12 <= len(pan) <= 19 or not pan.isdigit():
+        raise HostError("15", "PAN must be 12..19 digits")
+    psn = cur.take_digits(2)
+    expiry = cur.take_digits(4)
+    atc = cur.take_hex(4)
+    presented = cur.take_digits(3)
+    lmk = ctx.lmk(cur.trailing())
+    mk = _double_length_tdes(open_key(lmk, mk_field, *MK_CVC3), "MK-dCVV")
+    derive = _kd.derive_icc_mk_a if method == "A" else _kd.derive_icc_mk_b
+    udk = derive(mk, pan, psn)
+    if _psec_cvv.generate_cvv(udk, atc + pan[4:], expiry, "000") != presented:
+        raise HostError("01", "dCVV verification failed")
     return ""
