@@ -128,3 +128,19 @@ def test_pm_verifies_a_visa_dcvv(hsm):
     assert hsm.ok(other_atc + next_dcvv.encode()) == ""
     if next_dcvv != expected:
         assert hsm.error(other_atc + expected.encode()) == "01"
+
+
+def test_kw_emv2000_tree_session_key(hsm):
+    iv = bytes(range(16))
+    icc_mk = kd.derive_icc_mk_a(MK, PAN, PSN)
+    from pyemv import ac
+
+    sk = kd.derive_emv2000_tree_sk(icc_mk, ATC, 8, 4, iv)
+    tx = b"".join(TAGS.values())
+    arqc = ac.generate_ac(sk, tx, ac.PaddingType.EMV)
+    mk = under_variant_lmk(MK, "109").encode()
+    head = b"KW1" + b"2" + mk + iv + pan_psn() + b";" + b"4" + b"08"
+    tail = ATC + b"%02X" % len(tx) + tx + b";" + arqc + b"00"
+    assert hsm.call(head + tail) == b"KX00" + ac.generate_arpc_1(sk, arqc, b"00")
+    assert hsm.error(b"KW1" + b"2" + mk + iv + pan_psn() + b";" + b"2" + b"08" + tail) == "52"
+    assert hsm.error(b"KW1" + b"2" + mk + iv + pan_psn() + b";" + b"4" + b"16" + tail) == "01"

@@ -46,6 +46,7 @@ HOST_ERROR_MEANINGS = {
     "68": "Command has been disabled",
     "80": "Data length error",
     "81": "PIN length mismatch (the PIN is shorter than the check length)",
+    "52": "Invalid branch factor / height (EMV2000 tree)",
     "83": "Key block format error",
     "84": "Key block check value error",
     "A4": "Key block authentication failure",

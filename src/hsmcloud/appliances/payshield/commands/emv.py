@@ -46,8 +46,10 @@ def cmd_kw(ctx: CommandContext, cur: Cursor) -> Response:
     Mode 0 verify; 1 verify + ARPC method 1; 2 ARPC method 1 only; 3 verify + ARPC method 2;
     4 ARPC method 2 only. Scheme 0: Visa CVN 10 (ICC MK option A, the ICC MK itself, Visa
     padding); scheme 1: EMV common session key (ICC MK option B, session key from ATC||0...0,
-    EMV padding: Visa CVN 18/22, MasterCard CVN 20/21).
-    Fields: mode, scheme, MK-AC, PAN/PSN length + PAN/PSN, ATC (2B), transaction data length
+    EMV padding: Visa CVN 18/22, MasterCard CVN 20/21); scheme 2: EMV2000 tree (ICC MK option A,
+    session key from the tree with the IV-AC, branch factor and height, EMV padding).
+    Fields: mode, scheme, MK-AC, [scheme 2: IV-AC (16B)], PAN/PSN length + PAN/PSN, [scheme 2:
+    ';' branch factor (1N) height (2N)], ATC (2B), transaction data length
     (2H) + data, ';', ARQC (8B), then ARC (2B) for method 1 or CSU (4B) + proprietary
     authentication data length (1N, 0..8) + data for method 2.
     """
@@ -56,10 +58,16 @@ def cmd_kw(ctx: CommandContext, cur: Cursor) -> Response:
         raise HostError("04", "unrecognised KW mode flag (0..4)")
     verify, method = KW_MODES[mode]
     scheme = cur.take(1)
-    if scheme not in ("0", "1"):
-        raise HostError("05", "KW scheme ID must be 0 (Visa CVN 10) or 1 (EMV common session key)")
+    if scheme not in ("0", "1", "2"):
+        raise HostError("05", "KW scheme ID must be 0 (Visa CVN 10), 1 (EMV CSK) or 2 (EMV2000 tree)")
     mk_field = cur.key()
+    iv = cur.take_binary(16) if scheme == "2" else None
     pan, psn = _pan_psn(cur)
+    branch = height = 0
+    if scheme == "2":
+        if not cur.optional(";"):
+            raise HostError("15", "';' and the branch factor / height missing")
+        branch, height = int(cur.take_digits(1)), int(cur.take_digits(2))
     atc = cur.take_binary(2)
     tx_data = cur.take_binary(int(cur.take_hex(2), 16))
     if not cur.optional(";"):
@@ -79,6 +87,12 @@ def cmd_kw(ctx: CommandContext, cur: Cursor) -> Response:
     if scheme == "0":
         session_key = _kd.derive_icc_mk_a(iss_mk, pan, psn)
         padding = _ac.PaddingType.VISA
+    elif scheme == "2":
+        if branch < 2 or height < 1 or branch**height < 65535:
+            raise HostError("52", "branch factor ** height must cover the 16-bit ATC")
+        icc_mk = _kd.derive_icc_mk_a(iss_mk, pan, psn)
+        session_key = _kd.derive_emv2000_tree_sk(icc_mk, atc, height, branch, iv)
+        padding = _ac.PaddingType.EMV
     else:
         icc_mk = _kd.derive_icc_mk_b(iss_mk, pan, psn)
         session_key = _kd.derive_common_sk(icc_mk, atc + bytes(6))
