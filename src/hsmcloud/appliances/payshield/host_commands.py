@@ -23,6 +23,11 @@ from pyemv import kd as _kd
 
 from . import keycrypto as kc
 from . import pinblocks
+from .commands import ecc as _ecc
+from .commands import hashing as _hashing
+from .commands import random_value as _random_value
+from .commands import rsa as _rsa
+from .commands import signatures as _signatures
 from .domain import HostSettings, SecurityDomain
 from .errors import HostError
 from .fields import TRAILER_DELIMITER, Cursor, Trailing
@@ -887,6 +892,15 @@ COMMANDS: dict[str, CommandSpec] = {
     "M6": CommandSpec(handler=cmd_m6),
     "M8": CommandSpec(handler=cmd_m8),
     "KQ": CommandSpec(handler=cmd_kq),
+    "EI": CommandSpec(handler=_rsa.cmd_ei, sensitive=True),
+    "EO": CommandSpec(handler=_rsa.cmd_eo, sensitive=True),
+    "EW": CommandSpec(handler=_signatures.cmd_ew),
+    "EY": CommandSpec(handler=_signatures.cmd_ey),
+    "GI": CommandSpec(handler=_rsa.cmd_gi),
+    "GK": CommandSpec(handler=_rsa.cmd_gk),
+    "GM": CommandSpec(handler=_hashing.cmd_gm),
+    "N0": CommandSpec(handler=_random_value.cmd_n0),
+    "FY": CommandSpec(handler=_ecc.cmd_fy),
 }
 
 from .commands import dukpt as _dukpt_commands  # noqa: E402 - handlers use the helpers above

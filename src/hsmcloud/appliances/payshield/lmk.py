@@ -233,6 +233,11 @@ class VariantLmk:
 
     pin_field_length = 16
 
+    def pair_key(self, pair_code: str) -> bytes:
+        """The clear key of one LMK pair (pair code as in key types: ``0C`` = 34-35, ``0D`` = 36-37),
+        for data the HSM protects under a whole pair: RSA/ECC private keys, public-key MACs."""
+        return self._pairs[PAIR_CODES[pair_code]]
+
 
 class KeyBlockLmk:
     """An AES-256 key-block LMK."""

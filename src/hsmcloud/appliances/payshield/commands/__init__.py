@@ -1,3 +1,3 @@
-"""Host command handlers kept in their own modules; registered in ``host_commands.COMMANDS``."""
+"""Host commands kept in their own modules; ``host_commands.COMMANDS`` registers them."""
 
 from .. import host_commands as _host_commands  # noqa: F401 - loads the helpers and the table first
