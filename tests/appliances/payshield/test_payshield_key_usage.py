@@ -113,3 +113,24 @@ def test_numeric_usage_keys_over_the_host_port(tmp_path):
         assert pinblock.decode_pinblock_iso_0(des.decrypt_tdes_ecb(clear, bytes.fromhex(again)), PAN) == "5555"
 
     guarded(scenario())
+
+
+def test_data_keys_with_thales_usages_21_22_23_in_m0(hsm):
+    """The published key-block trace A00FFFS#21A3B00E00 makes an AES-256 DEK with usage 21; such a
+    key encrypts with M0 (key type FFF), as D0 does."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    generated = hsm.ok(b"A00FFFS#21A3B00E00%01")
+    assert generated[6:9] == "21A"
+    aes_key = os.urandom(32)
+    plain = bytes(range(32))
+    enc = Cipher(algorithms.AES(aes_key), modes.ECB()).encryptor()
+    expected = (enc.update(plain) + enc.finalize()).hex().upper()
+    for usage in ("21", "22", "23", "D0"):
+        dek = under_keyblock_lmk(hsm.keyblock_key, aes_key, usage, "A", "B").encode()
+        out = hsm.ok(b"M0" + b"00" + b"11" + b"FFF" + dek + b"0040" + plain.hex().upper().encode() + b"%01")
+        assert out == "0040" + expected, usage
+    mac_key = under_keyblock_lmk(hsm.keyblock_key, aes_key, "13", "A", "N").encode()
+    assert hsm.error(b"M0" + b"00" + b"11" + b"FFF" + mac_key + b"0040" + plain.hex().upper().encode() + b"%01") == "A6"

@@ -725,7 +725,7 @@ def _crypt_data(ctx: CommandContext, cur: Cursor, *, encrypt: bool) -> Response:
         iv = cur.take_bytes_hex(block * 2)
     data = _data_in(cur, in_fmt)
     lmk = ctx.lmk(cur.trailing())
-    key = open_key(lmk, key_field, key_type, ("D0",) if key_type == "FFF" else None)
+    key = open_key(lmk, key_field, key_type, ("D0", "21", "22", "23") if key_type == "FFF" else None)
     size = 16 if key.aes else 8
     if iv is not None and len(iv) != size:
         raise HostError("15", "IV length does not match the key's block size")
