@@ -133,6 +133,14 @@ def test_aes_dukpt_g0_and_gw_with_the_x9_24_3_vectors():
         data = hsm.ok(message)
         assert data[:2] == "06" and data[-2:] == "01"
         assert pinblock.decode_pinblock_iso_0(des.decrypt_tdes_ecb(ZPK, bytes.fromhex(data[2:18])), pan) == "123456"
+    # To an AES ZPK in ISO format 4.
+    aes_zpk = bytes(range(16))
+    zpk_aes = under_keyblock_lmk(hsm.keyblock_key, aes_zpk, "P0", "A", "B").encode()
+    encrypted = pinblock.encipher_pinblock_iso_4(bytes.fromhex(AES_PIN_KEYS[1]), "98765", pan).hex().upper().encode()
+    data = hsm.ok(b"G0" + bdk + zpk_aes + b"A05" + AES_KSN.format(1).encode() + encrypted + b"4848" + account
+                  + b"16" + pan.encode() + b"%01")
+    assert data[:2] == "05" and data[-2:] == "48" and len(data) == 2 + 32 + 2
+    assert pinblock.decipher_pinblock_iso_4(aes_zpk, bytes.fromhex(data[2:34]), pan) == "98765"
     # ISO 4 is the only AES DUKPT PIN block format.
     encrypted = pinblock.encipher_pinblock_iso_4(bytes.fromhex(AES_PIN_KEYS[1]), "1234", pan).hex().upper().encode()
     assert hsm.error(b"G0" + bdk + zpk + b"A05" + AES_KSN.format(1).encode() + encrypted + b"0101" + account + b"%01") == "23"
