@@ -151,3 +151,26 @@ def test_aes_dukpt_g0_and_gw_with_the_x9_24_3_vectors():
     length = b"%04X" % len(message)
     assert hsm.ok(b"GW1" + bdk + b"A05" + AES_KSN.format(1).encode() + length + message + expected + b"%01") == ""
     assert hsm.error(b"GW1" + bdk + b"A05" + AES_KSN.format(2).encode() + length + message + expected + b"%01") == "01"
+
+
+def test_aes_dukpt_pin_and_mac_verification_in_gq_and_go():
+    hsm = Host()
+    bdk = under_keyblock_lmk(hsm.keyblock_key, AES_BDK, "41", "A", "X").encode()
+    pvk = under_keyblock_lmk(hsm.keyblock_key, PVK, "V2").encode()
+    ibm_pvk = under_keyblock_lmk(hsm.keyblock_key, PVK, "V1").encode()
+    pan = "4111111111111111"
+    account = pan[-13:-1]
+    encrypted = pinblock.encipher_pinblock_iso_4(bytes.fromhex(AES_PIN_KEYS[1]), "2468", pan).hex().upper().encode()
+    pvv = psec.pin.generate_visa_pvv(PVK, "1", "2468", pan).encode()
+    message = b"AES DUKPT authorisation"
+    mac = cmac.CMAC(algorithms.AES(AES_MAC_KEY_1))
+    mac.update(message)
+    tag = mac.finalize()[:8].hex().upper().encode()
+    ksn = AES_KSN.format(1).encode()
+    gq = b"GQ1" + bdk + pvk + b"A05" + ksn + encrypted + b"48" + account.encode() + b"1" + pvv + b"16" + pan.encode()
+    assert hsm.ok(gq + tag + b"%04X" % len(message) + message + b"%01") == ""
+    assert hsm.error(gq + tag + b"%04X" % len(message) + message[:-1] + b"!" + b"%01") == "01"
+    offset = psec.pin.generate_ibm3624_offset(PVK, TABLE, "2468", account, 0, 12, "F").ljust(12, "F").encode()
+    go = (b"GO0" + bdk + ibm_pvk + b"A05" + ksn + encrypted + b"48" + b"04" + account.encode() + TABLE.encode()
+          + account.encode() + offset + b"16" + pan.encode() + b"%01")
+    assert hsm.ok(go) == ""

@@ -4,7 +4,8 @@ verification and DUKPT MAC verification.
 CI/G0 translate a PIN block encrypted under a DUKPT transaction key to a ZPK; CK/CM verify a
 DUKPT PIN block with the IBM 3624 offset or the Visa PVV; GO/GQ do the same for the
 triple-DES DUKPT family with an explicit PIN block format and, in mode 1, also verify the
-DUKPT MAC of the transaction message; GW generates or verifies a DUKPT MAC on its own.
+DUKPT MAC of the transaction message (TDES or AES DUKPT); GW generates or verifies a DUKPT
+MAC on its own.
 TDES DUKPT is X9.24-1 (2009); an AES BDK (a key block with algorithm A under a key-block LMK)
 selects AES DUKPT (X9.24-3), a 24-hex KSN and ISO format 4 PIN blocks (format code 48).
 Key derivation is in ``..dukpt``.
@@ -139,8 +140,8 @@ def _ibm_check(pvk: ClearKey, pin: str, length: int, account: str, table: str, v
         raise HostError("01", "PIN verification failed")
 
 
-def _mac_fields(cur: Cursor) -> tuple[bytes, str]:
-    mac = cur.take_hex(8)
+def _mac_fields(cur: Cursor, aes: bool) -> tuple[bytes, str]:
+    mac = cur.take_hex(16 if aes else 8)
     length = int(cur.take_hex(4), 16)
     if cur.remaining < length:
         raise HostError("80", "message shorter than its length field")
@@ -203,25 +204,26 @@ def cmd_cm(ctx: CommandContext, cur: Cursor) -> Response:
 
 
 def cmd_go(ctx: CommandContext, cur: Cursor) -> Response:
-    """Verify a 3DES-DUKPT PIN with the IBM 3624 offset, and in mode 1 the message's DUKPT MAC:
+    """Verify a DUKPT PIN with the IBM 3624 offset, and in mode 1 the message's DUKPT MAC:
     mode, BDK, PVK, KSN descriptor, KSN, PIN block, format, check length, account,
-    decimalisation table, validation data, offset, [MAC (8H), length (4H), message]."""
+    decimalisation table, validation data, offset, [PAN length + PAN for format 48],
+    [MAC (8H; 16H AES), length (4H), message]."""
     mode = _mode(cur)
     bdk_field, pvk_field = cur.key(), cur.key()
+    aes = bdk_field.startswith("S") and _peek_aes(bdk_field)
     _ksn_descriptor(cur)
-    ksn = _ksn(cur, False)
-    block = cur.take_bytes_hex(16)
+    ksn = _ksn(cur, aes)
+    block = cur.take_bytes_hex(32 if aes else 16)
     fmt = cur.take_digits(2)
     length = _check_length(cur)
     account = pinblocks.check_account(cur.take_digits(12))
     table, validation, offset = cur.take(16), cur.take(12).upper(), cur.take(12).upper()
-    message, mac = _mac_fields(cur) if mode == "1" else (b"", "")
+    pan = _pan(cur) if fmt == ISO4 else None
+    message, mac = _mac_fields(cur, aes) if mode == "1" else (b"", "")
     lmk = ctx.lmk(cur.trailing())
     bdk = _open_bdk(lmk, bdk_field)
-    if bdk.aes:
-        raise HostError("27", "GO is for 3DES DUKPT")
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
-    pin = _decrypt_dukpt_pin(bdk, ksn, block, fmt, account, None)
+    pin = _decrypt_dukpt_pin(bdk, ksn, block, fmt, account, pan)
     _ibm_check(pvk, pin, length, account, table, validation, offset)
     if mode == "1" and _dukpt_mac(bdk, ksn, message, response=False) != mac:
         raise HostError("01", "MAC verification failed")
@@ -229,24 +231,24 @@ def cmd_go(ctx: CommandContext, cur: Cursor) -> Response:
 
 
 def cmd_gq(ctx: CommandContext, cur: Cursor) -> Response:
-    """Verify a 3DES-DUKPT PIN with the Visa PVV, and in mode 1 the message's DUKPT MAC:
+    """Verify a DUKPT PIN with the Visa PVV, and in mode 1 the message's DUKPT MAC:
     mode, BDK, PVK pair, KSN descriptor, KSN, PIN block, format, account, PVKI, PVV,
-    [MAC (8H), length (4H), message]."""
+    [PAN length + PAN for format 48], [MAC (8H; 16H AES), length (4H), message]."""
     mode = _mode(cur)
     bdk_field, pvk_field = cur.key(), cur.key()
+    aes = bdk_field.startswith("S") and _peek_aes(bdk_field)
     _ksn_descriptor(cur)
-    ksn = _ksn(cur, False)
-    block = cur.take_bytes_hex(16)
+    ksn = _ksn(cur, aes)
+    block = cur.take_bytes_hex(32 if aes else 16)
     fmt = cur.take_digits(2)
     account = pinblocks.check_account(cur.take_digits(12))
     pvki, pvv = cur.take_digits(1), cur.take_digits(4)
-    message, mac = _mac_fields(cur) if mode == "1" else (b"", "")
+    pan = _pan(cur) if fmt == ISO4 else None
+    message, mac = _mac_fields(cur, aes) if mode == "1" else (b"", "")
     lmk = ctx.lmk(cur.trailing())
     bdk = _open_bdk(lmk, bdk_field)
-    if bdk.aes:
-        raise HostError("27", "GQ is for 3DES DUKPT")
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
-    pin = _decrypt_dukpt_pin(bdk, ksn, block, fmt, account, None)
+    pin = _decrypt_dukpt_pin(bdk, ksn, block, fmt, account, pan)
     if _visa_pvv(pvk, pvki, pin, account) != pvv:
         raise HostError("01", "PVV verification failed")
     if mode == "1" and _dukpt_mac(bdk, ksn, message, response=False) != mac:
