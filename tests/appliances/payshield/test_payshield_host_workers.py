@@ -16,6 +16,7 @@ import signal
 from payshield_helpers import SERIAL, allocate, config, error, guarded, host, load_lmk, ok, running, tenant
 
 from hsmcloud.appliances.payshield.host_shared import SharedHostState
+from hsmcloud.appliances.payshield.product import FIRMWARE_NUMBER
 
 CONNECTIONS_PER_PORT = 16
 CALLS = 3
@@ -49,7 +50,7 @@ def test_both_host_ports_answer_from_several_processes_and_the_counters_add_up(t
             clients = [await host(appliance, which) for which in (1, 2) for _ in range(CONNECTIONS_PER_PORT)]
             for _ in range(CALLS):
                 answers = await asyncio.gather(*(client.call(b"NC") for client in clients))
-                assert all(ok(answer, b"NC") == check_value + "1.4a1.8.3" for answer in answers)
+                assert all(ok(answer, b"NC") == check_value + FIRMWARE_NUMBER for answer in answers)
             for client in clients:
                 await client.close()
             per_worker = appliance.host_statistics()["per_worker"]
@@ -194,7 +195,7 @@ def test_a_host_worker_that_dies_leaves_the_others_serving(tmp_path):
             assert appliance.host_worker_pids == [survivor]
             # The kernel routes new connections to the sockets still open: the survivor's.
             answers = await spread(appliance, b"NC", per_port=4)
-            assert all(ok(answer, b"NC") == check_value + "1.4a1.8.3" for answer in answers)
+            assert all(ok(answer, b"NC") == check_value + FIRMWARE_NUMBER for answer in answers)
             async with tenant(appliance) as api:
                 entries = (await api.get("/logs/error")).json()["entries"]
             [gone] = [e for e in entries if e["error_code"] == "worker"]

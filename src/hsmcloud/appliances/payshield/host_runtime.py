@@ -82,7 +82,7 @@ class HostRuntime:
         op = message["op"]
         if op == "domain":
             lmks = {
-                slot: VariantLmk(material) if scheme == "variant" else KeyBlockLmk(material, f"{slot:02d}")
+                slot: KeyBlockLmk(material, f"{slot:02d}") if scheme == "keyblock" else VariantLmk(material)
                 for slot, scheme, material in message["lmks"]
             }
             # One assignment: a command being executed sees the old domain or the new one whole.

@@ -28,6 +28,8 @@ LMK_SEPARATOR, LMK_LIST_END = "\x14", "\x15"
 #: JK status codes.
 RUNNING, NOT_RUNNING = "1", "2"
 NOT_TAMPERED = "1"
+#: JK's LMK algorithm codes: 3DES 2-key, 3DES 3-key, AES-256.
+JK_ALGORITHMS = {"variant": "0", "variant3": "1", "keyblock": "2"}
 
 
 def _host(ctx: Any):  # noqa: ANN202 - the HostRuntime
@@ -100,13 +102,12 @@ def cmd_jk(ctx: Any, cur: Cursor) -> str:
     domain = ctx.domain
     records = []
     for slot, lmk in sorted(domain.lmks.items()):
-        variant = lmk.scheme == "variant"
         records.append(
             f"{slot:02d}"
             + ("1" if slot in domain.authorised else "0")
             + "00"  # authorised activities: the emulation authorises per LMK, not per activity
-            + ("V" if variant else "K")
-            + ("0" if variant else "2")  # 3DES double-length pairs / AES-256
+            + ("K" if lmk.scheme == "keyblock" else "V")
+            + JK_ALGORITHMS[lmk.scheme]
             + "L"  # live
         )
     return (
