@@ -11,7 +11,6 @@ import collections
 import ipaddress
 import os
 import re
-import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any

@@ -48,13 +48,11 @@ def domain_message(domain: SecurityDomain, material: Callable[[Any], bytes]) -> 
 class HostRuntime:
     """HOST1 and HOST2 served by this process, as worker ``index`` of the appliance."""
 
-    def __init__(self, index: int, shared: SharedHostState, limits: ConnectionLimits, sink: EventSink,
-                 *, multi_process: bool) -> None:
+    def __init__(self, index: int, shared: SharedHostState, limits: ConnectionLimits, sink: EventSink) -> None:
         self.index = index
         self.shared = shared
         self.limits = limits
         self._sink = sink
-        self._multi = multi_process
         self.domain = SecurityDomain(lmk_slots=1)
         self.settings = HostSettings()
         self.limiter = RateLimiter(shared.rate, shared=shared)
@@ -170,7 +168,7 @@ async def _serve(index: int, sockets: dict[str, socket.socket], shared: SharedHo
         with contextlib.suppress(OSError, ValueError):
             events.send(entry)
 
-    runtime = HostRuntime(index, shared, limits, sink, multi_process=True)
+    runtime = HostRuntime(index, shared, limits, sink)
     await runtime.start(sockets)
     inbox: asyncio.Queue = asyncio.Queue()
 

@@ -48,7 +48,7 @@ _BUSY, _FRAMES_IN, _FRAMES_OUT, _BYTES_IN, _BYTES_OUT, _PIN_VERIFIES, _PIN_FAILU
 _PORT_COUNTERS = 8
 
 
-def _context():
+def mp_context():
     # forkserver: workers are forked from a small server process that has the host-command code
     # loaded, not from the appliance's process (threads, an event loop, open databases).
     return multiprocessing.get_context("forkserver")
@@ -87,7 +87,7 @@ class SharedHostState:
         self._per_port = _PORT_COUNTERS + len(self.commands) + 1  # +1: codes not in the table
         size = self._counters_base + self.workers * len(INTERFACES) * self._per_port
         if shared:
-            ctx = _context()
+            ctx = mp_context()
             self.cells = ctx.RawArray("d", size)
             self.lock = ctx.Lock()
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 
 from .host_runtime import HostRuntime, run_worker
 from .host_server import LISTEN_BACKLOG, ConnectionLimits
-from .host_shared import SharedHostState, _context
+from .host_shared import SharedHostState, mp_context
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class InProcessHosts:
     def __init__(self, *, shared: SharedHostState, limits: ConnectionLimits,
                  sink: Callable[[list[dict]], None]) -> None:
         self.shared = shared
-        self.runtime = HostRuntime(0, shared, limits, lambda entry: sink([entry]), multi_process=False)
+        self.runtime = HostRuntime(0, shared, limits, lambda entry: sink([entry]))
         self.count = 1
 
     async def start(self, binds: dict[str, tuple[str, int]]) -> dict[str, int]:
@@ -104,8 +105,6 @@ class InProcessHosts:
 
     @property
     def pids(self) -> list[int]:
-        import os
-
         return [os.getpid()]
 
     async def stop(self) -> None:
@@ -159,7 +158,7 @@ class HostWorkers:
         return ports
 
     def _spawn(self, groups: dict[str, list[socket.socket]]) -> None:
-        ctx = _context()
+        ctx = mp_context()
         with _preload_lock:
             ctx.set_forkserver_preload(_PRELOAD)
         try:
