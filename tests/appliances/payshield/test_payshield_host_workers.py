@@ -16,7 +16,7 @@ import signal
 from payshield_helpers import SERIAL, allocate, config, error, guarded, host, load_lmk, ok, running, tenant
 
 from hsmcloud.appliances.payshield.host_shared import SharedHostState
-from hsmcloud.appliances.payshield.product import FIRMWARE_NUMBER
+from hsmcloud.appliances.payshield.product import FIRMWARE_NUMBER, firmware_number
 
 CONNECTIONS_PER_PORT = 16
 CALLS = 3
@@ -79,6 +79,10 @@ def test_every_process_sees_a_management_change_before_the_call_returns(tmp_path
             async with tenant(appliance) as api:
                 assert (await api.post("/authorize", json={"slot": 0})).status_code == 200
             after = await spread(appliance, b"JK")
+            async with tenant(appliance) as api:
+                assert (await api.post("/firmware", json={"version": "1.4a 1.9.0"})).status_code == 200
+            patched = await spread(appliance, b"NC")
+            assert {ok(answer, b"NC")[16:] for answer in patched} == {firmware_number("1.4a 1.9.0")}
             async with tenant(appliance) as api:
                 disabled = await api.put("/settings", json={"disabled_commands": ["NC"]})
                 assert disabled.status_code == 200
