@@ -1,7 +1,8 @@
 // Java's SunPKCS11 provider on the hsmcloud PKCS#11 library, as an application would use it:
 // RSA and EC key pairs generated in the appliance with KeyPairGenerator, SHA256withRSA and
 // SHA256withECDSA signatures from 8 threads verified with Java's default providers, AES-256-GCM
-// through the appliance decrypted by SunJCE, and a tampered tag refused.
+// through the appliance decrypted by SunJCE, a tampered tag refused, ECDH with a SunEC peer and
+// HMAC-SHA256 equal to SunJCE's.
 //
 //     java HsmJavaCheck CONFIG_FILE PIN
 //
@@ -29,7 +30,9 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
+import javax.crypto.KeyAgreement;
 import javax.crypto.KeyGenerator;
+import javax.crypto.Mac;
 import javax.crypto.SecretKey;
 import javax.crypto.SecretKeyFactory;
 import javax.crypto.spec.GCMParameterSpec;
@@ -166,6 +169,28 @@ public class HsmJavaCheck {
         System.out.println("gcm-plaintext-sha256: " + hex.formatHex(
                 java.security.MessageDigest.getInstance("SHA-256").digest(plaintext)));
         System.out.println("gcm-ciphertext: " + Base64.getEncoder().encodeToString(byHsm));
+
+        // ECDH with a software peer: both sides agree (the configuration makes generated EC
+        // private keys derive-capable and the derived secret readable, as SunPKCS11 reads it back)
+        KeyPairGenerator peerGen = KeyPairGenerator.getInstance("EC", "SunEC");
+        peerGen.initialize(new ECGenParameterSpec("secp256r1"));
+        KeyPair peer = peerGen.generateKeyPair();
+        KeyAgreement inHsm = KeyAgreement.getInstance("ECDH", hsm);
+        inHsm.init(ec.getPrivate());
+        inHsm.doPhase(peer.getPublic(), true);
+        KeyAgreement inJava = KeyAgreement.getInstance("ECDH", "SunEC");
+        inJava.init(peer.getPrivate());
+        inJava.doPhase(ecPub, true);
+        check(Arrays.equals(inHsm.generateSecret(), inJava.generateSecret()), "ECDH agrees with SunEC");
+        System.out.println("ecdh: agreed");
+
+        // HMAC-SHA256 in the appliance equals SunJCE's
+        Mac hmac = Mac.getInstance("HmacSHA256", hsm);
+        hmac.init(new SecretKeySpec(known, "HmacSHA256"));
+        Mac reference = Mac.getInstance("HmacSHA256", "SunJCE");
+        reference.init(new SecretKeySpec(known, "HmacSHA256"));
+        check(Arrays.equals(hmac.doFinal(plaintext), reference.doFinal(plaintext)), "HMAC equals SunJCE's");
+        System.out.println("hmac: equal");
         System.out.println("all checks passed");
     }
 }

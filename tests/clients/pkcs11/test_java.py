@@ -2,7 +2,8 @@
 appliance, jarsigner signs a jar with an appliance key (and `jarsigner -verify` passes, and fails
 on a tampered jar), and a small Java program (HsmJavaCheck.java, compiled here with javac)
 generates RSA and EC key pairs with KeyPairGenerator, signs from 8 threads, verifies with Java's
-default providers and runs AES-256-GCM through the appliance; its signature and ciphertext are
+default providers, runs AES-256-GCM through the appliance, agrees an ECDH secret with a SunEC
+peer and computes HMAC-SHA256 as SunJCE does; its signature and ciphertext are
 checked again here with `cryptography`.
 
 Marked `java` (about 20 s of JVM start-ups and key generation): `.ci/run` runs them with
@@ -39,7 +40,11 @@ def jdk_tool(name: str) -> str:
 def sunpkcs11_config(directory: Path) -> Path:
     """The provider configuration an application writes (docs/pkcs11-library.md)."""
     cfg = directory / "hsmcloud-java.cfg"
-    cfg.write_text(f"name = hsmcloud\nlibrary = {module_path()}\nslot = 0\n")
+    cfg.write_text(f"name = hsmcloud\nlibrary = {module_path()}\nslot = 0\n"
+                   # ECDH: derive-capable EC keys, and the agreed secret readable by the provider
+                   "attributes(generate, CKO_PRIVATE_KEY, CKK_EC) = {\n  CKA_DERIVE = true\n}\n"
+                   "attributes(generate, CKO_SECRET_KEY, CKK_GENERIC_SECRET) = {\n"
+                   "  CKA_SENSITIVE = false\n  CKA_EXTRACTABLE = true\n}\n")
     return cfg
 
 
@@ -118,6 +123,7 @@ def test_java_program_generates_signs_from_8_threads_and_runs_aes_gcm(java_appli
     assert ran.returncode == 0, ran.stdout + ran.stderr
     out = dict(line.split(": ", 1) for line in ran.stdout.splitlines() if ": " in line)
     assert out["provider"] == "SunPKCS11-hsmcloud"
+    assert out["ecdh"] == "agreed" and out["hmac"] == "equal"
     assert out["rsa-verified"] == "48" and out["ec-verified"] == "48"  # 8 threads x 6 each
     assert ran.stdout.rstrip().endswith("all checks passed")
 
