@@ -102,6 +102,15 @@ def _request_values() -> dict[int, tuple]:
                                        p.HkdfParams(True, True, c.CKM_SHA256,
                                                     c.CKF_HKDF_SALT_DATA, b"salt", 0, b"info")),
                         12, [(c.CKA_VALUE_LEN, 32)]),
+        Op.DERIVE_KEYS: (7, p.Mechanism(c.CKM_SP800_108_FEEDBACK_KDF, p.Sp800108FeedbackParams(
+            c.CKM_SHA256_HMAC,
+            (p.PrfDataParam(c.CK_SP800_108_ITERATION_VARIABLE, None),
+             p.PrfDataParam(c.CK_SP800_108_OPTIONAL_COUNTER, p.CounterFormat(True, 16)),
+             p.PrfDataParam(c.CK_SP800_108_BYTE_ARRAY, b"label"),
+             p.PrfDataParam(c.CK_SP800_108_DKM_LENGTH,
+                            p.DkmLengthFormat(c.CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS, False, 32))),
+            b"iv", ([(c.CKA_VALUE_LEN, 16)], [(c.CKA_VALUE_LEN, 24), (c.CKA_TOKEN, True)]))),
+            12, [(c.CKA_VALUE_LEN, 32)]),
         Op.SEED_RANDOM: (7, b"seed"),
         Op.GENERATE_RANDOM: (7, 32),
         Op.FINALIZE: (),
@@ -134,7 +143,7 @@ def _response_values() -> dict[int, tuple]:
         Op.DIGEST: (out,), Op.DIGEST_FINAL: (out,), Op.SIGN: (out,), Op.SIGN_FINAL: (out,),
         Op.WRAP_KEY: (out,),
         Op.GENERATE_KEY: (5,), Op.GENERATE_KEY_PAIR: (5, 6), Op.UNWRAP_KEY: (9,),
-        Op.DERIVE_KEY: (9,), Op.GENERATE_RANDOM: (b"r" * 32,),
+        Op.DERIVE_KEY: (9,), Op.DERIVE_KEYS: (9, [10, 11]), Op.GENERATE_RANDOM: (b"r" * 32,),
         Op.ADMIN: ('{"ok": true}',),
     }
 
