@@ -1,6 +1,7 @@
 /* Attribute arrays read back with C_GetAttributeValue (PKCS#11 v2.40 §5.7, v3.0 §5.7.5): the
  * appliance answers the whole nested template; this file applies the standard's length and
- * buffer rules to the caller's CK_ATTRIBUTE array, entry by entry. */
+ * buffer rules to the caller's CK_ATTRIBUTE array, entry by entry (by position: "the type element
+ * of attributes within the array must be ignored on input and must be set on output"). */
 #include "attrarray.h"
 
 #include <stdlib.h>
@@ -88,15 +89,6 @@ static int parse(const unsigned char *enc, size_t len, int depth, struct element
 
 static CK_RV fill(CK_ATTRIBUTE *a, const unsigned char *enc, size_t len, int depth);
 
-/* The length the second call reports for an element: its value's, or its array's. */
-static CK_ULONG element_length(const struct element *e)
-{
-    if (e->kind == 0)
-        return (CK_ULONG)e->n;
-    hc_reader r = {e->p, e->n, 0};
-    return (CK_ULONG)hc_get_u32(&r) * sizeof(CK_ATTRIBUTE);
-}
-
 static CK_RV fill_element(CK_ATTRIBUTE *dst, const struct element *e, int depth)
 {
     if (e->kind == 2)
@@ -129,28 +121,12 @@ static CK_RV fill(CK_ATTRIBUTE *a, const unsigned char *enc, size_t len, int dep
         a->ulValueLen = CK_UNAVAILABLE_INFORMATION;
         rv = CKR_BUFFER_TOO_SMALL;
     } else {
+        /* positional: the types in the caller's array are ignored and set; an entry with a NULL
+         * pValue gets its length, one with a buffer its value if the buffer is large enough */
         CK_ATTRIBUTE *dst = a->pValue;
-        int types_only = 1;
-        for (size_t i = 0; i < n; i++)
-            if (dst[i].pValue != NULL)
-                types_only = 0;
         for (size_t i = 0; i < n; i++) {
-            if (types_only) { /* the second call: which attributes, how long each */
-                dst[i].type = e[i].type;
-                dst[i].ulValueLen = element_length(&e[i]);
-                continue;
-            }
-            const struct element *match = NULL;
-            for (size_t j = 0; j < n && match == NULL; j++)
-                if (e[j].type == dst[i].type)
-                    match = &e[j];
-            CK_RV one;
-            if (match == NULL) {
-                dst[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                one = CKR_ATTRIBUTE_TYPE_INVALID;
-            } else {
-                one = fill_element(&dst[i], match, depth);
-            }
+            dst[i].type = e[i].type;
+            CK_RV one = fill_element(&dst[i], &e[i], depth);
             if (one == CKR_DEVICE_ERROR || (rv == CKR_OK && one != CKR_OK))
                 rv = one;
         }

@@ -16,11 +16,10 @@ int hc_is_attribute_array(CK_ATTRIBUTE_TYPE type);
  * encoding `enc` (`len` bytes; an empty value is an empty array):
  *  - a->pValue NULL: a->ulValueLen = count * sizeof(CK_ATTRIBUTE);
  *  - a->ulValueLen too small for count entries: CK_UNAVAILABLE_INFORMATION, CKR_BUFFER_TOO_SMALL;
- *  - every entry's pValue NULL: each entry gets the type and the length of the array's element
- *    in order (the second call of the protocol);
- *  - otherwise each entry is filled by its type like a top-level attribute (CKR_BUFFER_TOO_SMALL,
- *    CKR_ATTRIBUTE_TYPE_INVALID for a type the array does not hold, with
- *    CK_UNAVAILABLE_INFORMATION in that entry).
+ *  - otherwise, entry by entry in order, the entry's type is set (whatever it was) and an entry
+ *    with pValue NULL gets the length of its value, one with a buffer large enough the value,
+ *    one with a short buffer CK_UNAVAILABLE_INFORMATION and CKR_BUFFER_TOO_SMALL; an element that
+ *    is itself an attribute array follows the same rules.
  * Returns CKR_OK, one of those codes, or CKR_DEVICE_ERROR for an encoding that does not decode. */
 CK_RV hc_fill_attribute_array(CK_ATTRIBUTE *a, const unsigned char *enc, size_t len);
 
