@@ -6,7 +6,7 @@ default providers, runs AES-256-GCM through the appliance, agrees an ECDH secret
 peer and computes HMAC-SHA256 as SunJCE does; its signature and ciphertext are
 checked again here with `cryptography`.
 
-Marked `java` (about 35 s of JVM start-ups and key generation): `.ci/run` runs them with
+Marked `java` (10-35 s of JVM start-ups and key generation, by load): `.ci/run` runs them with
 `-m java`. Debian: default-jdk-headless (javac, keytool, jarsigner); a test skips, naming the
 package, when a tool is missing.
 """
