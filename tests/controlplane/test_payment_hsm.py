@@ -8,7 +8,7 @@ import time
 import httpx
 
 from tests.controlplane.test_rules import PAY, hsm_url, put_hsm, wait_terminal
-from tests.helpers import HSM_API, hsm_body, make_network
+from tests.helpers import HSM_API, hsm_body, make_network, wait_operation
 
 
 def host_command(address: str, port: int, command: bytes, header: bytes = b"HEAD") -> bytes:
@@ -68,9 +68,8 @@ def test_payment_hsm_has_host_ports_and_needs_release_before_delete(cloud):
         assert mgmt.post("/release").status_code == 200
         r = c.delete(hsm_url(sub, "hsm-rg", "pay1"), params={"api-version": HSM_API})
         assert r.status_code == 202
-        for _ in range(600):
-            if c.get(r.headers["location"]).status_code != 202:
-                break
+        done = wait_operation(c, r.headers["location"])
+        assert done.status_code == 200, done.text
         assert c.get(hsm_url(sub, "hsm-rg", "pay1"), params={"api-version": HSM_API}).status_code == 404
     with cloud.http(operator=True) as op:
         device = next(d for d in op.get("/operator/devices").json()["value"] if d["serial"] == ep["serial"])
