@@ -72,7 +72,8 @@ class OperationKind:
     """An operation kind: its steps, the first one, and how its target shows states and failure.
 
     on_failure names the step that undoes what a failed step left behind (e.g. returns an
-    allocated device); the operation then ends Failed with the error that failed it."""
+    allocated device); the operation then ends Failed with the error that failed it. When
+    `undo_needed` says nothing was left behind, the operation fails at once instead."""
 
     name: str
     first: str
@@ -81,6 +82,7 @@ class OperationKind:
     show: Callable[[Session, Operation, str], None] | None = None
     fail: Callable[[Session, Operation, dict], None] | None = None
     on_failure: str | None = None
+    undo_needed: Callable[[Session, Operation], bool] | None = None
     result: Callable[["StepContext", Session, Operation], dict | None] | None = None
 
     def __post_init__(self):
@@ -282,7 +284,8 @@ class Engine:
             now = utcnow()
             op.updated_at, op.error = now, record
             op.lease_owner = op.lease_expires_at = None
-            if kind is not None and kind.on_failure and op.step != kind.on_failure:
+            if (kind is not None and kind.on_failure and op.step != kind.on_failure
+                    and (kind.undo_needed is None or kind.undo_needed(s, op))):
                 op.step, op.attempts, op.not_before = kind.on_failure, 0, now
                 return
             if kind is not None and kind.fail is not None:

@@ -62,7 +62,7 @@ class Lifecycle:
     def create_kind(self) -> OperationKind:
         return OperationKind(
             name="hsm.create", first="CheckingQuota", show=_show_hsm, fail=_hsm_failed, on_failure="Releasing",
-            steps={
+            undo_needed=self._holds_anything, steps={
                 "CheckingQuota": Step(shown="CheckingQuota", next="Allocating", commit=self._check_quota),
                 "Allocating": Step(shown="Allocating", next="Connecting", commit=self._allocate),
                 "Connecting": Step(shown="Connecting", next="Provisioning", commit=self._connect),
@@ -78,6 +78,12 @@ class Lifecycle:
             name="hsm.delete", first="Reclaiming", show=_show_hsm, fail=_hsm_failed, succeeded="Deleted",
             steps={"Reclaiming": Step(shown="Deleting", next=None, act=self._reset_held_device,
                                       commit=self._deleted)})
+
+    def _holds_anything(self, s, op: Operation) -> bool:
+        """A failed create undoes something only once it holds a device or NICs (not after the quota
+        steps: it then fails in the same transaction that takes it out of its quota line)."""
+        hsm = self._hsm_of(s, op)
+        return bool(hsm.device_serial or self.host_nics(s, hsm))
 
     # ---- worker ---------------------------------------------------------------------------
     def wake(self) -> None:
