@@ -97,9 +97,18 @@ class Toy:
             "Counting": Step(shown="Counting", next=None, act=self.act, commit=self.commit)})
 
 
-def engine(store: Store, toy: Toy, worker: str, *, lease: float = 30.0, renew: bool = True) -> Engine:
+def engine(store: Store, toy: Toy, worker: str, *, lease: float = 30.0, renew: bool = True,
+           renew_every: float | None = None) -> Engine:
     return Engine(store=store, kinds={"toy.count": toy.kind()}, worker_id=worker, lease_seconds=lambda: lease,
-                  step_delay=lambda: 0.0, renew_leases=renew)
+                  step_delay=lambda: 0.0, renew_leases=renew, renew_every=renew_every)
+
+
+async def until(condition, what: str, polls: int = 600) -> None:
+    for _ in range(polls):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never saw {what}")
 
 
 def test_a_fenced_workers_late_write_is_refused(store):
@@ -144,7 +153,7 @@ def test_step_blocked_past_its_lease_runs_once_and_the_late_worker_writes_nothin
         toy.gates["worker-a"].set()
         assert await a_run is True  # A finishes its act late: its commit is refused
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), timeout=120))  # a hang is a failure
     assert effects(store, op_id) == [{"worker": "worker-b", "epoch": 2}]
     row = op_row(store, op_id)
     assert (row.status, row.lease_owner, row.lease_epoch) == ("Succeeded", None, 2)
@@ -156,19 +165,25 @@ def test_renewal_keeps_the_lease_while_a_step_runs(store):
 
     async def scenario():
         toy.gates["worker-a"], toy.entered["worker-a"] = asyncio.Event(), asyncio.Event()
-        a, b = engine(store, toy, "worker-a", lease=0.6), engine(store, toy, "worker-b")
+        # A long lease (nothing here may expire by itself), renewed often.
+        a, b = engine(store, toy, "worker-a", renew_every=0.05), engine(store, toy, "worker-b")
         a_run = asyncio.create_task(a.run_once())
         await toy.entered["worker-a"].wait()
-        seen = [op_row(store, op_id).lease_expires_at]
-        while len(set(seen)) < 4:  # the expiry moved on three times: renewed past its first 0.6 s
-            await asyncio.sleep(0.05)
-            seen.append(op_row(store, op_id).lease_expires_at)
-        assert seen == sorted(seen)
+        first = op_row(store, op_id).lease_expires_at
+        seen = {first}
+
+        def renewed_three_times() -> bool:
+            assert not a_run.done(), "the step ended before the test let it (its lease was lost)"
+            seen.add(op_row(store, op_id).lease_expires_at)
+            return len(seen) >= 4
+
+        await until(renewed_three_times, "three renewals")
+        assert max(seen) > first  # pushed past the expiry it was claimed with
         assert await b.run_once() is False  # still A's
         toy.gates["worker-a"].set()
         assert await a_run is True
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), timeout=120))  # a hang is a failure
     assert effects(store, op_id) == [{"worker": "worker-a", "epoch": 1}]
     assert op_row(store, op_id).status == "Succeeded"
 
@@ -179,15 +194,16 @@ def test_a_lost_lease_cancels_the_running_act_before_it_writes(store):
 
     async def scenario():
         toy.gates["worker-a"], toy.entered["worker-a"] = asyncio.Event(), asyncio.Event()
-        a = engine(store, toy, "worker-a", lease=0.6)
+        a = engine(store, toy, "worker-a", renew_every=0.05)
         a_run = asyncio.create_task(a.run_once())
         await toy.entered["worker-a"].wait()
         expire_lease(store, op_id)
         with store.session() as s:
             claim_next(s, "worker-b", 30)  # B claims it (and has not run it yet)
-        assert await a_run is True  # A's renewal finds the lease gone and stops its act
+        # A's renewal finds the lease gone and stops its act.
+        assert await a_run is True
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), timeout=120))  # a hang is a failure
     assert toy.cancelled == ["worker-a"]
     assert effects(store, op_id) == []
     row = op_row(store, op_id)

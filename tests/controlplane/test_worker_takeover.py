@@ -4,6 +4,7 @@ held twice, and every HSM reaches a final state."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -50,21 +51,27 @@ def test_a_worker_killed_mid_step_is_taken_over_after_its_lease_expires(tmp_path
                 assert c.put(hsm_url(sub, "hsm-rg", name), params={"api-version": HSM_API},
                              json=hsm_body(subnet, sku=sku)).status_code == 201
 
-        def held_by_first() -> Operation | None:
+        def held_by_first():
             with engine.connect() as conn:
-                return conn.execute(select(Operation.id, Operation.step).where(
+                return conn.execute(select(Operation).where(
                     Operation.lease_owner == first_worker, Operation.step == "Provisioning",
                     Operation.status == "InProgress")).first()
 
-        deadline = time.monotonic() + 60
-        while (held := held_by_first()) is None:
-            assert time.monotonic() < deadline, "the first worker never ran a Provisioning step"
-            time.sleep(0.005)
+        # Freeze the first worker while it holds a Provisioning step; if the step turns out to have
+        # committed just before, let it go on and catch it at the next one. Then SIGKILL it there.
+        row, deadline = None, time.monotonic() + 60
+        while row is None:
+            assert time.monotonic() < deadline, "the first worker was never caught in a Provisioning step"
+            if held_by_first() is None:
+                time.sleep(0.005)
+                continue
+            first.proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)  # a commit it had already sent lands now
+            row = held_by_first()
+            if row is None:
+                first.proc.send_signal(signal.SIGCONT)
         first.kill()  # in the middle of the step: its appliance calls and its commit never finish
         joined.set()
-        with engine.connect() as conn:
-            row = conn.execute(select(Operation).where(Operation.id == held.id)).first()
-        assert (row.lease_owner, row.step, row.status) == (first_worker, "Provisioning", "InProgress")
 
         with second.http(sub) as c:
             def final(name: str) -> str:
@@ -73,11 +80,12 @@ def test_a_worker_killed_mid_step_is_taken_over_after_its_lease_expires(tmp_path
             wait_for(lambda: {final("take1"), final("take2")} <= {"Succeeded", "Failed"}, "both creates to end")
             assert (final("take1"), final("take2")) == ("Succeeded", "Succeeded")
         with engine.connect() as conn:
-            taken_over = conn.execute(select(Operation).where(Operation.id == held.id)).first()
+            taken_over = conn.execute(select(Operation).where(Operation.id == row.id)).first()
             hsms = {h.name: h for h in conn.execute(select(DedicatedHsm).where(DedicatedHsm.subscription_id == sub))}
             allocated = list(conn.execute(select(Device).where(Device.state == "allocated")))
             events = Counter((e.action, e.subject) for e in conn.execute(select(Event)))
-        # The second worker claimed it with a new epoch and finished it.
+        # The second worker claimed it with a new epoch and finished it (had the first one's commit
+        # landed, nobody would have claimed it again).
         assert taken_over.status == "Succeeded" and taken_over.lease_epoch > row.lease_epoch
         # One device each, not shared, and nothing else held.
         assert sorted(d.hsm_id for d in allocated) == sorted(h.id for h in hsms.values())

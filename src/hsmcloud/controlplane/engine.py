@@ -120,13 +120,15 @@ class Engine:
     """Claims runnable operations one at a time and runs their steps (one worker)."""
 
     def __init__(self, *, store: Store, kinds: Mapping[str, OperationKind], worker_id: str,
-                 lease_seconds: Callable[[], float], step_delay: Callable[[], float], renew_leases: bool = True):
+                 lease_seconds: Callable[[], float], step_delay: Callable[[], float], renew_leases: bool = True,
+                 renew_every: float | None = None):
         self.store = store
         self.kinds = dict(kinds)
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.step_delay = step_delay
         self.renew_leases = renew_leases
+        self.renew_every = renew_every  # default: a third of the lease
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -223,7 +225,7 @@ class Engine:
         lost: list[LeaseLost] = []
 
         async def renew_loop():
-            interval = max(ctx.lease.seconds / 3, 0.05)
+            interval = self.renew_every or max(ctx.lease.seconds / 3, 0.05)
             while True:
                 await asyncio.sleep(interval)
                 try:
