@@ -51,15 +51,16 @@ def client_certificate(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, *, partitions: tuple[str, ...] = ("app1",)) -> None:
+    def __init__(self, tmp_path: Path, *, partitions: tuple[str, ...] = ("app1",),
+                 serial: str = SERIAL, domain: str | None = None) -> None:
         self.tmp_path = tmp_path
-        self.core = ApplianceCore.open(tmp_path / "appliance", SERIAL)
+        self.core = ApplianceCore.open(tmp_path / "appliance", serial)
         self.shell = shell = initialized(self.core)
         self.serials: list[str] = []
         for name in partitions:
             ok(shell, f"partition create -partition {name}")
             serial = self.core.partitions.by_name(name).serial
-            self.prepare_partition(serial, label=f"{name}-label")
+            self.prepare_partition(serial, label=f"{name}-label", domain=domain)
             self.serials.append(serial)
         self.serial = self.serials[0]
         self.cert, self.key = client_certificate(tmp_path / "client", "client1")
@@ -72,9 +73,10 @@ class Harness:
         self.server = NtlsServer(self.core, NtlsDispatcher)
         self.port = self.server.start("127.0.0.1", 0)
 
-    def prepare_partition(self, serial: str, *, label: str) -> None:
+    def prepare_partition(self, serial: str, *, label: str, domain: str | None = None) -> None:
+        """Initialize the partition (in ``domain``, default the HSM's) with PO, CO and CU."""
         partitions = self.core.partitions
-        partitions.init(serial, so_pin=PO_PIN, label=label)
+        partitions.init(serial, so_pin=PO_PIN, label=label, domain=domain)
         po = partitions.login(serial, Role.PARTITION_SO, PO_PIN)
         partitions.change_policy(serial, 21, 0, by=po)
         partitions.init_role(serial, Role.CRYPTO_OFFICER, CO_PIN, by=po)

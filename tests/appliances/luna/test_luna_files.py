@@ -137,3 +137,25 @@ def test_file_transfer_waits_for_the_admin_password_change(tmp_path):
                         await sftp.listdir(".")
 
     guarded(scenario())
+
+
+def test_backup_files_travel_by_scp_both_ways(tmp_path):
+    """Partition backups (`partition backup` writes <name>.bak) are larger than certificates."""
+    async def scenario():
+        async with running(config(tmp_path)) as appliance:
+            await _ready(appliance)
+            made = os.urandom(200 * 1024)
+            appliance.core.files.put("app1.bak", made)
+            fetched = tmp_path / "fetched.bak"
+            code, text = await _scp(tmp_path, appliance.ssh_port, "admin@127.0.0.1:app1.bak", str(fetched))
+            assert code == 0, text
+            assert fetched.read_bytes() == made
+            code, text = await _scp(tmp_path, appliance.ssh_port, str(fetched), "admin@127.0.0.1:again.bak")
+            assert code == 0, text
+            assert appliance.core.files.get("again.bak") == made
+            too_big = tmp_path / "big.pem"
+            too_big.write_bytes(made)  # a certificate of that size is refused
+            code, _ = await _scp(tmp_path, appliance.ssh_port, str(too_big), "admin@127.0.0.1:big.pem")
+            assert code != 0 and not appliance.core.files.exists("big.pem")
+
+    guarded(scenario())

@@ -330,6 +330,36 @@ class NtlsClient:
     def finalize(self) -> None:
         self.call(Op.FINALIZE)
 
+    # -- cloning, backup, synchronize (docs/ntls-protocol.md, "Cloning") ---------------------
+
+    def get_cloning_info(self, serial: str) -> messages.CloningInfo:
+        """Domain identifier and the cloning policies of a partition (no login needed)."""
+        return self.call(Op.GET_CLONING_INFO, serial)[0]
+
+    def clone_offer(self, session: int) -> bytes:
+        """On the target partition (CO logged in): a one-time offer to receive cloned objects."""
+        return self.call(Op.CLONE_OFFER, session)[0]
+
+    def clone_export(self, session: int, offer: bytes, handles: list[int]) -> bytes:
+        """On the source partition (CO logged in): the objects, encrypted to ``offer``."""
+        return self.call(Op.CLONE_EXPORT, session, offer, list(handles))[0]
+
+    def clone_import(self, session: int, blob: bytes) -> list[int]:
+        """On the target partition (CO logged in): store a CLONE_EXPORT blob; the new handles."""
+        return self.call(Op.CLONE_IMPORT, session, blob)[0]
+
+    def list_object_fingerprints(self, session: int) -> list[messages.ObjectFingerprint]:
+        return self.call(Op.LIST_OBJECT_FINGERPRINTS, session)[0]
+
+    def backup(self, session: int) -> bytes:
+        """The partition's token objects as a backup file only its cloning domain can restore."""
+        return self.call(Op.BACKUP, session)[0]
+
+    def restore(self, session: int, backup: bytes, *, replace: bool = False) -> tuple[int, int]:
+        """Restore a backup file: (objects restored, objects skipped as already present)."""
+        restored, skipped = self.call(Op.RESTORE, session, backup, replace)
+        return restored, skipped
+
     def admin(self, action: str, **arguments) -> dict[str, Any]:
         """A LunaCM administration action; the JSON answer (``ok`` false answers are returned,
         not raised)."""
@@ -337,4 +367,13 @@ class NtlsClient:
         return json.loads(answer)
 
 
-__all__ = ["NtlsClient", "Pkcs11Error", "ServerCertificateMismatch", "Output"]
+def clone_objects(source: NtlsClient, source_session: int, target: NtlsClient,
+                  target_session: int, handles: list[int]) -> list[int]:
+    """Clone token objects from one partition to another (both with the CO logged in): the
+    target offers, the source exports to the offer, the target imports. The new handles."""
+    offer = target.clone_offer(target_session)
+    blob = source.clone_export(source_session, offer, handles)
+    return target.clone_import(target_session, blob)
+
+
+__all__ = ["NtlsClient", "clone_objects", "Pkcs11Error", "ServerCertificateMismatch", "Output"]

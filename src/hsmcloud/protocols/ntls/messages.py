@@ -69,6 +69,27 @@ class Hello(NamedTuple):
     client_software: str
 
 
+class CloningInfo(NamedTuple):
+    """GET_CLONING_INFO: what decides whether two partitions can clone to each other."""
+
+    initialized: bool
+    #: Public identifier of the cloning domain (32 hex characters; "" when not initialized).
+    domain_id: str
+    hsm_allow_cloning: int
+    hsm_network_replication: int
+    hsm_allow_non_fips: int
+    private_key_cloning: int
+    secret_key_cloning: int
+
+
+class ObjectFingerprint(NamedTuple):
+    """LIST_OBJECT_FINGERPRINTS: a token object and its domain-keyed fingerprint."""
+
+    handle: int
+    cls: int
+    fingerprint: bytes
+
+
 class HelloReply(NamedTuple):
     version: int
     appliance_serial: str
@@ -343,6 +364,8 @@ ATTRIBUTE_RESULTS = _AttributeResults()
 MECHANISM = _Mechanism()
 ULONG_LIST = _List(ULONG, "ulong_list")
 PARTITION_LIST = _List(_Record(PartitionEntry, (STRING, STRING, BOOL, STRING)), "partitions")
+CLONING_INFO = _Record(CloningInfo, (BOOL, STRING, U8, U8, U8, U8, U8))
+FINGERPRINT_LIST = _List(_Record(ObjectFingerprint, (OBJECT, ULONG, BYTES)), "fingerprints")
 HELLO_REQUEST = _Record(Hello, (U16, U8, U8, U64, U32, STRING))
 HELLO_RESPONSE = _Record(HelloReply, (U16, STRING, STRING, STRING, STRING))
 
@@ -428,6 +451,13 @@ MESSAGES: dict[int, Message] = {m.op: m for m in (
     Message(Op.SEED_RANDOM, (SESSION, BYTES)),
     Message(Op.GENERATE_RANDOM, (SESSION, ULONG), (BYTES,)),
     Message(Op.FINALIZE, ()),
+    Message(Op.GET_CLONING_INFO, (PARTITION,), (CLONING_INFO,)),
+    Message(Op.CLONE_OFFER, (SESSION,), (BYTES,)),
+    Message(Op.CLONE_EXPORT, (SESSION, BYTES, ULONG_LIST), (BYTES,)),
+    Message(Op.CLONE_IMPORT, (SESSION, BYTES), (ULONG_LIST,)),
+    Message(Op.LIST_OBJECT_FINGERPRINTS, (SESSION,), (FINGERPRINT_LIST,)),
+    Message(Op.BACKUP, (SESSION,), (BYTES,)),
+    Message(Op.RESTORE, (SESSION, BYTES, BOOL), (U32, U32)),
     Message(Op.ADMIN, (STRING,), (STRING,)),
 )}
 

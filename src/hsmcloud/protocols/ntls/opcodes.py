@@ -59,4 +59,12 @@ class Op(enum.IntEnum):
     SEED_RANDOM = 0x0058
     GENERATE_RANDOM = 0x0059
     FINALIZE = 0x0060
+    # cloning, backup and synchronize (docs/ntls-protocol.md, "Cloning")
+    GET_CLONING_INFO = 0x0070
+    CLONE_OFFER = 0x0071
+    CLONE_EXPORT = 0x0072
+    CLONE_IMPORT = 0x0073
+    LIST_OBJECT_FINGERPRINTS = 0x0074
+    BACKUP = 0x0075
+    RESTORE = 0x0076
     ADMIN = 0x0100

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .clients import ClientRegistry
+from .cloning import CloningService
 from .clock import Clock, system_clock
 from .files import AdminFiles
 from .hsm import HsmService
@@ -38,6 +39,9 @@ class ApplianceCore:
         self.keystore = Keystore(state, self.partitions, clock)
         self.clients = ClientRegistry(state, self.sealer, clock)
         self.files = AdminFiles(state, self.clients, clock)
+        self.cloning = CloningService(appliance_serial=lambda: self.serial, hsm=self.hsm,
+                                      partitions=self.partitions, keystore=self.keystore,
+                                      clock=lambda: self.clock().timestamp())
         self.clients.ensure_server_certificate()
 
     @classmethod

@@ -253,6 +253,36 @@ class KeystoreFull(CoreError):
     default_message = "The partition has no room for another object."
 
 
+# -- cloning and backup -----------------------------------------------------------------
+
+
+class CloningNotAllowed(CoreError):
+    """HSM policy 7, or partition policy 0 (private keys) / 4 (secret keys), forbids cloning."""
+
+    default_message = "The cloning policies of the HSM or the partition forbid cloning this object."
+
+
+class CloningDomainMismatch(CoreError):
+    """A clone offer, clone blob or backup does not authenticate under this partition's
+    cloning domain: it comes from another domain (or was modified)."""
+
+    default_message = ("The partitions are not in the same cloning domain (or the data was "
+                       "modified): nothing was cloned or restored.")
+
+
+class CloneOfferInvalid(CoreError):
+    """A clone blob's offer is unknown here, used already, expired, or for another partition."""
+
+    default_message = ("The clone offer is unknown, used already, expired or made for another "
+                       "partition: ask the target partition for a new offer.")
+
+
+class CloneDataInvalid(CoreError):
+    """Bytes that are not a clone offer, clone blob or backup file at all."""
+
+    default_message = "The data is not an hsmcloud clone offer, clone blob or backup file."
+
+
 # -- NTLS clients and the admin's files -------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """The appliance admin's file area: what ``scp`` puts on and takes from the appliance.
 
-Uploads are client certificates (``*.pem``, small) kept in the appliance state, so a provider
+Files are client certificates (``*.pem``, small) and partition backups (``*.bak``, written by
+``partition backup``, or uploaded to be restored), kept in the appliance state, so a provider
 reset erases them with everything else. ``server.pem``, the NTLS server certificate, is
 always there to download and cannot be overwritten.
 """
@@ -17,8 +18,18 @@ from .state import ApplianceState
 
 SERVER_CERTIFICATE_FILE = "server.pem"
 MAX_FILE_BYTES = 64 * 1024
+#: A backup travels in one NTLS frame (16 MiB) too.
+MAX_BACKUP_BYTES = 16 * 1024 * 1024
+#: What the whole file area may hold.
+MAX_TOTAL_BYTES = 128 * 1024 * 1024
 MAX_FILES = 64
-_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.pem")
+BACKUP_SUFFIX = ".bak"
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.(pem|bak)")
+
+
+def max_size(name: str) -> int:
+    """The largest file of this name the area takes: backups are larger than certificates."""
+    return MAX_BACKUP_BYTES if name.endswith(BACKUP_SUFFIX) else MAX_FILE_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,8 +47,9 @@ def check_upload_name(name: str) -> str:
                           "cannot be overwritten (sysconf regenCert makes a new one).")
     if not _FILE_NAME.fullmatch(name):
         raise FileRefused(
-            f"'{name}' cannot be uploaded: only certificate files named <name>.pem (letters, "
-            "digits, '.', '_', '-'; at most 68 characters) are accepted."
+            f"'{name}' cannot be uploaded: only certificate files named <name>.pem and partition "
+            "backups named <name>.bak (letters, digits, '.', '_', '-'; at most 68 characters) "
+            "are accepted."
         )
     return name
 
@@ -81,9 +93,9 @@ class AdminFiles:
     def put(self, name: str, data: bytes) -> FileEntry:
         """Store an upload (replacing a file of the same name)."""
         check_upload_name(name)
-        if len(data) > MAX_FILE_BYTES:
-            raise FileRefused(f"'{name}' is {len(data)} bytes; uploads are limited to "
-                              f"{MAX_FILE_BYTES} bytes.")
+        if len(data) > max_size(name):
+            raise FileRefused(f"'{name}' is {len(data)} bytes; files of its kind are limited to "
+                              f"{max_size(name)} bytes.")
         now = stored(self._clock())
         with self._state.transaction() as db:
             (count,) = db.execute(
@@ -92,6 +104,13 @@ class AdminFiles:
             if count >= MAX_FILES:
                 raise FileRefused(f"The file area already holds {count} files; delete some first "
                                   "(my file delete -file <name>).")
+            (total,) = db.execute(
+                "SELECT COALESCE(SUM(length(data)), 0) FROM admin_files WHERE name != ?", (name,)
+            ).fetchone()
+            if total + len(data) > MAX_TOTAL_BYTES:
+                raise FileRefused(f"The file area holds {total} bytes; '{name}' ({len(data)} "
+                                  f"bytes) would exceed its {MAX_TOTAL_BYTES}. Delete some files "
+                                  "first (my file delete -file <name>).")
             db.execute(
                 "INSERT INTO admin_files (name, data, uploaded_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET data = excluded.data,"

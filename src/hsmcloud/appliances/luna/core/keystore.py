@@ -15,7 +15,7 @@ destructive policy change destroyed its objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Union
@@ -237,6 +237,70 @@ class Keystore:
             )
             loaded.records[handle] = record
             return record
+
+    def create_many(
+        self,
+        serial: str,
+        *,
+        generation: int,
+        items: Sequence[tuple[Mapping[int, AttributeValue], bytes | None]],
+        replace: bool = False,
+    ) -> tuple[list[ObjectRecord], int]:
+        """Store several new objects in one transaction (cloning, restore): all or none, durable
+        when this returns. ``replace`` first destroys every object of the partition, in the
+        same transaction. Returns the new records and how many objects were destroyed."""
+        encoded = [json.dumps(encode_attributes(a), separators=(",", ":")) for a, _ in items]
+        with self._state.lock:
+            loaded = self._partition(serial)
+            if loaded.generation != generation:
+                raise PartitionChanged()
+            kept = 0 if replace else len(loaded.records)
+            if kept + len(items) > MAX_OBJECTS_PER_PARTITION:
+                raise KeystoreFull(
+                    f"Partition {serial} holds {kept} objects; {len(items)} more would exceed "
+                    f"its {MAX_OBJECTS_PER_PARTITION}. Nothing was stored."
+                )
+            now = stored(self._clock())
+            handles: list[int] = []
+            with self._state.transaction() as db:
+                self._require(db, serial, generation)
+                destroyed = 0
+                if replace:
+                    destroyed = db.execute(
+                        "DELETE FROM keystore_objects WHERE serial = ?", (serial,)
+                    ).rowcount
+                for text, (_, secret) in zip(encoded, items):
+                    cursor = db.execute(
+                        "INSERT INTO keystore_objects (serial, generation, version, attributes,"
+                        " secret_sealed, created_at) VALUES (?, ?, 1, ?, NULL, ?)",
+                        (serial, generation, text, now),
+                    )
+                    handle = cursor.lastrowid
+                    assert handle is not None
+                    if handle > MAX_HANDLE:
+                        raise KeystoreFull("The appliance has used up its object handles.")
+                    if secret is not None:
+                        db.execute(
+                            "UPDATE keystore_objects SET secret_sealed = ? WHERE handle = ?",
+                            (seal(loaded.key, bytes(secret), object_aad(serial, generation, handle)),
+                             handle),
+                        )
+                    handles.append(handle)
+            if replace:
+                loaded.records.clear()
+            records = []
+            for handle, (attributes, secret) in zip(handles, items):
+                record = ObjectRecord(
+                    handle=handle,
+                    serial=serial,
+                    attributes=_frozen(attributes),
+                    secret=None if secret is None else bytes(secret),
+                )
+                loaded.records[handle] = record
+                records.append(record)
+        if replace and destroyed:
+            self._state.scrub()
+        return records, destroyed
 
     def update(
         self,

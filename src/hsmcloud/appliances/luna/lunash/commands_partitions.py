@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..core.errors import InvalidUsage
+from ..core.errors import FileRefused, InvalidUsage, PinChangeRequired
+from ..core.files import BACKUP_SUFFIX, check_upload_name
 from ..core.partitions import PartitionStatus
 from ..core.policies import HSM_POLICIES, PARTITION_POLICIES, Destructive, Policy
 from ..core.roles import PARTITION_ROLES, Role
@@ -15,6 +16,7 @@ _FORCE = Flag(name="force", takes_value=False, help="do not ask to type 'proceed
 _VERBOSE = Flag(name="verbose", takes_value=False, help="also show which changes are destructive")
 _PARTITION = Flag(name="partition", metavar="name", required=True, help="partition name")
 PSO_PIN_PROMPT = "Please enter the Partition SO password (PIN):\n> "
+CO_PIN_PROMPT = "Please enter the Crypto Officer password of the partition:\n> "
 
 
 def _number(inv: Invocation, key: str) -> int:
@@ -139,6 +141,66 @@ async def partition_showinfo(inv: Invocation) -> None:
         inv.out(f"   {name + ':':<24} {value}")
 
 
+# -- backup and restore into the file area -----------------------------------------------
+
+
+def _backup_name(inv: Invocation) -> str:
+    name = inv.value("file") or ""
+    if not name.endswith(BACKUP_SUFFIX):
+        raise FileRefused(f"A backup file is named <name>{BACKUP_SUFFIX}, not '{name}'.")
+    return check_upload_name(name)
+
+
+async def _crypto_officer(inv: Invocation, status: PartitionStatus):
+    """The partition's Crypto Officer, by password (a wrong one counts as a failed CO login)."""
+    pin = await inv.secret("password", CO_PIN_PROMPT)
+    grant = await asyncio.to_thread(
+        inv.core.partitions.login, status.serial, Role.CRYPTO_OFFICER, pin
+    )
+    if grant.must_change:
+        raise PinChangeRequired(
+            "The Crypto Officer must change its password first (LunaCM: role changepw -name co)."
+        )
+    return grant
+
+
+async def partition_backup(inv: Invocation) -> None:
+    status = inv.core.partitions.by_name(inv.value("partition") or "")
+    name = _backup_name(inv)
+    if inv.core.files.exists(name) and not inv.flag("force"):
+        raise FileRefused(f"The file area already has '{name}': choose another name, give -force "
+                          "to replace it, or delete it (my file delete -file <name>).")
+    grant = await _crypto_officer(inv, status)
+    data = await asyncio.to_thread(inv.core.cloning.backup, status.serial, grant.generation)
+    await asyncio.to_thread(inv.core.files.put, name, data)
+    count = inv.core.keystore.count(status.serial)
+    inv.core.log(f"Partition {status.serial}: {count} object(s) backed up to '{name}'")
+    inv.out(f"Partition {status.name} ({count} object(s)) backed up to '{name}' "
+            f"({len(data)} bytes).")
+    inv.out(f"Fetch it with: scp admin@<appliance>:{name} .")
+    inv.out("Only a partition of the same cloning domain can restore it.")
+
+
+async def partition_restore(inv: Invocation) -> None:
+    status = inv.core.partitions.by_name(inv.value("partition") or "")
+    name = _backup_name(inv)
+    data = inv.core.files.get(name)
+    grant = await _crypto_officer(inv, status)
+    replace = inv.flag("replace")
+    if replace:
+        await inv.confirm(
+            f"Restoring with -replace destroys every object of partition {status.name} "
+            f"({inv.core.keystore.count(status.serial)} now) before restoring."
+        )
+    restored, skipped = await asyncio.to_thread(
+        inv.core.cloning.restore, status.serial, grant.generation, data, replace=replace
+    )
+    inv.core.log(f"Partition {status.serial}: {restored} object(s) restored from '{name}'"
+                 + (f", {skipped} already present" if skipped else ""))
+    inv.out(f"{restored} object(s) restored into partition {status.name} from '{name}'"
+            + (f"; {skipped} already present were skipped." if skipped else "."))
+
+
 COMMANDS_HSM = (
     Command(
         name="showPolicies",
@@ -195,6 +257,43 @@ COMMANDS_PARTITION = (
             "partition's objects; 0 and 4 cannot be 1 while HSM policy 7 is 0."
         ),
         example="partition changePolicy -partition app1 -policy 20 -value 5 -psopin 'po-pin'",
+    ),
+    Command(
+        name="backup",
+        summary="Back a partition up to a file in the file area (needs the CO's password)",
+        handler=partition_backup,
+        flags=(
+            _PARTITION,
+            Flag(name="file", metavar="name.bak", required=True, help="backup file to write"),
+            Flag(name="password", metavar="password", secret=True,
+                 help="the partition's Crypto Officer password (prompted when left out)"),
+            Flag(name="force", takes_value=False, help="replace a file of that name"),
+        ),
+        details=(
+            "The backup holds every token object, encrypted under the partition's cloning "
+            "domain: only a partition of the same domain, on any appliance, restores it. Fetch "
+            "it with scp or sftp; a wrong password counts as a failed Crypto Officer login."
+        ),
+        example="partition backup -partition app1 -file app1.bak",
+    ),
+    Command(
+        name="restore",
+        summary="Restore a backup file of the file area into a partition (CO's password)",
+        handler=partition_restore,
+        flags=(
+            _PARTITION,
+            Flag(name="file", metavar="name.bak", required=True, help="backup file to read"),
+            Flag(name="password", metavar="password", secret=True,
+                 help="the partition's Crypto Officer password (prompted when left out)"),
+            Flag(name="replace", takes_value=False,
+                 help="destroy the partition's objects first (asks to type 'proceed')"),
+            _FORCE,
+        ),
+        details=(
+            "Objects the partition already has are skipped. Upload a backup with scp first. A "
+            "backup of another cloning domain is refused and nothing changes."
+        ),
+        example="partition restore -partition app1 -file app1.bak",
     ),
     Command(
         name="showInfo",

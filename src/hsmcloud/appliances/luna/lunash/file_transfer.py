@@ -2,7 +2,7 @@
 
 OpenSSH's ``scp`` speaks SFTP by default and the legacy SCP protocol with ``-O``; asyncssh
 serves both through this SFTP server. Nothing touches the host's file system: uploads
-(certificates, ``*.pem``, size-limited) go into the appliance state, and ``server.pem`` is
+(certificates ``*.pem`` and partition backups ``*.bak``, size-limited) go into the appliance state, and ``server.pem`` is
 the NTLS server certificate, always there to download.
 """
 
@@ -21,7 +21,7 @@ from asyncssh.sftp import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR
 
 from ..core.appliance_core import ApplianceCore
 from ..core.errors import FileNotFound, FileRefused
-from ..core.files import MAX_FILE_BYTES, check_upload_name
+from ..core.files import check_upload_name, max_size
 
 _ROOT = "/"
 
@@ -157,8 +157,9 @@ class ApplianceFileServer(asyncssh.SFTPServer):
         if not isinstance(file_obj, _Upload):
             raise asyncssh.SFTPPermissionDenied("The file was opened for reading.")
         end = offset + len(data)
-        if end > MAX_FILE_BYTES:
-            file_obj.failed = f"{file_obj.name}: uploads are limited to {MAX_FILE_BYTES} bytes."
+        limit = max_size(file_obj.name)
+        if end > limit:
+            file_obj.failed = f"{file_obj.name}: files of its kind are limited to {limit} bytes."
             raise asyncssh.SFTPFailure(file_obj.failed)
         if end > len(file_obj.data):
             file_obj.data.extend(b"\0" * (end - len(file_obj.data)))

@@ -21,6 +21,7 @@ from hsmcloud.protocols.pkcs11.attributes import AttributeValueInvalid, NativeLa
 
 from ..core.appliance_core import ApplianceCore
 from ..core.product import FIRMWARE_VERSION, MODEL, SOFTWARE_VERSION
+from ..pkcs11.cloning import CloningCalls
 from ..pkcs11.errors import CkError, rv_of
 from ..pkcs11.sessions import Application
 from ..pkcs11.token import Pkcs11Service
@@ -44,6 +45,7 @@ class NtlsDispatcher:
         self.applications = ApplicationRegistry()
         self.admin = AdminActions(self.service, on_reset=self.partition_reset)
         s = self.service
+        cloning = CloningCalls(s)
         self._handlers: dict[int, Any] = {
             Op.LIST_PARTITIONS: s.list_partitions,
             Op.GET_SLOT_INFO: s.get_slot_info,
@@ -98,6 +100,13 @@ class NtlsDispatcher:
             Op.GENERATE_RANDOM: s.generate_random,
             Op.FINALIZE: s.finalize,
             Op.ADMIN: self.admin.handle,
+            Op.GET_CLONING_INFO: cloning.get_cloning_info,
+            Op.CLONE_OFFER: cloning.clone_offer,
+            Op.CLONE_EXPORT: cloning.clone_export,
+            Op.CLONE_IMPORT: cloning.clone_import,
+            Op.LIST_OBJECT_FINGERPRINTS: cloning.list_object_fingerprints,
+            Op.BACKUP: cloning.backup,
+            Op.RESTORE: cloning.restore,
         }
         #: Requests whose first field is a session handle: calls on one session are serialized.
         self._by_session = frozenset(
@@ -204,7 +213,9 @@ class NtlsDispatcher:
             return self._answer(message, c.CKR_ATTRIBUTE_VALUE_INVALID, (), layout), False
         except ProtocolError:
             return self._answer(message, c.CKR_ARGUMENTS_BAD, (), layout), True
-        handler = self._handlers[message.op]
+        handler = self._handlers.get(message.op)
+        if handler is None:
+            return self._answer(message, c.CKR_FUNCTION_NOT_SUPPORTED, (), layout), False
         try:
             lock = None
             if message.op in self._by_session:

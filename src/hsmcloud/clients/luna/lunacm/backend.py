@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from hsmcloud.clients.luna import config as client_config
 from hsmcloud.clients.luna.lunacm.shell import LunaCmError
-from hsmcloud.clients.luna.ntls_client import NtlsClient, Pkcs11Error
+from hsmcloud.clients.luna.ntls_client import NtlsClient, Pkcs11Error, clone_objects
 from hsmcloud.protocols.pkcs11 import constants as c
 
 USER_TYPES = {"po": c.CKU_SO, "co": c.CKU_USER, "cu": c.CKU_CRYPTO_USER}
@@ -30,9 +30,25 @@ class SlotView:
     firmware: str | None = None
 
 
-def _error(exc: Pkcs11Error) -> LunaCmError:
-    message = exc.message if getattr(exc, "message", None) else f"The appliance answered {exc.name}."
-    return LunaCmError(message, code=exc.name, value=exc.rv)
+#: What the cloning, backup and restore refusals mean to a LunaCM user.
+CLONING_MESSAGES = {
+    c.CKR_WRAPPED_KEY_INVALID: "The partitions are not in the same cloning domain (or the data was "
+                               "modified): a partition accepts clones and backups of its own cloning "
+                               "domain only. Nothing was changed.",
+    c.CKR_KEY_NOT_WRAPPABLE: "The cloning policies forbid it: HSM policy 7 (Allow cloning) and partition "
+                             "policies 0 (private key cloning) and 4 (secret key cloning) must be 1 on "
+                             "both partitions. Nothing was changed.",
+    c.CKR_USER_NOT_LOGGED_IN: "Log in as the Crypto Officer first (role login -name co).",
+    c.CKR_OPERATION_NOT_INITIALIZED: "The clone offer is used already or expired; nothing was changed.",
+    c.CKR_DATA_INVALID: "That is not an hsmcloud backup file.",
+}
+
+
+def _error(exc: Pkcs11Error, messages: dict[int, str] | None = None) -> LunaCmError:
+    message = exc.message if getattr(exc, "message", None) else None
+    if message is None and messages:
+        message = messages.get(exc.rv)
+    return LunaCmError(message or f"The appliance answered {exc.name}.", code=exc.name, value=exc.rv)
 
 
 class NtlsBackend:
@@ -106,11 +122,11 @@ class NtlsBackend:
         return session
 
     @staticmethod
-    def _call(fn):
+    def _call(fn, messages: dict[int, str] | None = None):
         try:
             return fn()
         except Pkcs11Error as exc:
-            raise _error(exc) from None
+            raise _error(exc, messages) from None
 
     def _admin(self, slot_id: int, action: str, **arguments) -> dict:
         client = self._client(self._slot(slot_id).server)
@@ -190,6 +206,11 @@ class NtlsBackend:
                 "Initialized": "yes" if info.get("initialized") else "no"}
         if "objects" in info:
             rows["Objects"] = info["objects"]
+        cloning = self.cloning_info(slot_id)
+        if cloning.initialized:
+            rows["Cloning Domain ID"] = cloning.domain_id
+        rows["Private Key Cloning (policy 0)"] = "allowed" if cloning.private_key_cloning else "not allowed"
+        rows["Secret Key Cloning (policy 4)"] = "allowed" if cloning.secret_key_cloning else "not allowed"
         for r in info.get("roles", []):
             state = "locked" if r.get("locked") else ("initialized" if r.get("initialized") else "not initialized")
             if r.get("must_change"):
@@ -213,3 +234,36 @@ class NtlsBackend:
                  "mustChange": r.get("must_change"), "failedLogins": r.get("failed_logins"),
                  "locked": r.get("locked"), "permanent": r.get("locked") and r.get("permanent", False)}
                 for r in answer.get("roles", [])]
+
+    # ---- cloning, backup, restore (docs/ntls-protocol.md, "Cloning, backup and synchronize") ---------
+    def client_for(self, slot_id: int) -> NtlsClient:
+        """The NTLS connection of a slot's appliance (HA groups and synchronize use it)."""
+        return self._client(self._slot(slot_id).server)
+
+    def session(self, slot_id: int) -> int:
+        """This shell's session on the slot (its login is the shell's)."""
+        return self._session(slot_id)
+
+    def cloning_info(self, slot_id: int):
+        client = self.client_for(slot_id)
+        serial = self._serial(slot_id)
+        return self._call(lambda: client.get_cloning_info(serial), CLONING_MESSAGES)
+
+    def backup(self, slot_id: int) -> bytes:
+        client, session = self.client_for(slot_id), self._session(slot_id)
+        return self._call(lambda: client.backup(session), CLONING_MESSAGES)
+
+    def restore(self, slot_id: int, data: bytes, *, replace: bool) -> tuple[int, int]:
+        client, session = self.client_for(slot_id), self._session(slot_id)
+        return self._call(lambda: client.restore(session, data, replace=replace), CLONING_MESSAGES)
+
+    def object_fingerprints(self, slot_id: int) -> list:
+        client, session = self.client_for(slot_id), self._session(slot_id)
+        return self._call(lambda: client.list_object_fingerprints(session), CLONING_MESSAGES)
+
+    def clone_objects(self, source_slot: int, target_slot: int, handles: list[int]) -> list[int]:
+        """Clone token objects between two slots (the CO logged in on both)."""
+        source, target = self.client_for(source_slot), self.client_for(target_slot)
+        source_session, target_session = self._session(source_slot), self._session(target_slot)
+        return self._call(lambda: clone_objects(source, source_session, target, target_session, handles),
+                          CLONING_MESSAGES)

@@ -1,11 +1,16 @@
 """The LunaCM commands: what each does with the backend (NTLS), and the command tree."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from hsmcloud.clients.luna.lunacm.shell import Invocation, LunaCmError
+from hsmcloud.private_files import write_private
 from hsmcloud.shellgrammar import Command, Flag, Group
 
 ROLE_NAMES = {"po": "Partition SO", "so": "Partition SO", "co": "Crypto Officer", "cu": "Crypto User"}
 _FORCE = Flag(name="force", takes_value=False, help="do not ask to type 'proceed'")
+#: Objects per CLONE_EXPORT (the appliance takes at most 256).
+CLONE_BATCH = 256
 
 
 def _role(inv: Invocation) -> str:
@@ -88,6 +93,62 @@ def partition_changepolicy(inv: Invocation) -> None:
     for code, value in zip(codes, values):
         inv.shell.backend.change_policy(slot, int(code), int(value))
         inv.out(f"Policy {code.strip()} set to {value.strip()}.")
+
+
+def partition_backup(inv: Invocation) -> None:
+    """Back the current slot's partition up to a file on this host (the CO logged in)."""
+    slot = inv.shell.require_slot()
+    path = Path(inv.value("file") or "").expanduser()
+    if not path.name:
+        raise LunaCmError("-file names the backup file to write.")
+    if path.exists() and not inv.flag("force"):
+        raise LunaCmError(f"{path} exists already: choose another file, or give -force to replace it.")
+    if not path.parent.is_dir():
+        raise LunaCmError(f"The directory {path.parent} does not exist.")
+    data = inv.shell.backend.backup(slot)
+    write_private(path, data)
+    inv.out(f"Partition in slot {slot} backed up to {path} ({len(data)} bytes). Only a partition of the same "
+            "cloning domain can restore it.")
+
+
+def partition_restore(inv: Invocation) -> None:
+    """Restore a backup file into the current slot's partition (the CO logged in)."""
+    slot = inv.shell.require_slot()
+    path = Path(inv.value("file") or "").expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LunaCmError(f"Cannot read the backup file {path}: {exc.strerror or exc}.") from None
+    replace = inv.flag("replace")
+    if replace:
+        inv.confirm("You are about to replace every object of the partition with the backup's objects.")
+    restored, skipped = inv.shell.backend.restore(slot, data, replace=replace)
+    inv.out(f"Restored {restored} object(s) into the partition in slot {slot}"
+            + (f"; {skipped} already present were skipped." if skipped else "."))
+
+
+def partition_clone(inv: Invocation) -> None:
+    """Clone token objects from the current slot's partition to another slot's (CO on both)."""
+    source = inv.shell.require_slot()
+    raw_target = inv.value("slot") or ""
+    if not raw_target.isdigit():
+        raise LunaCmError(f"-slot takes the target slot's number, not '{raw_target}'.")
+    target = int(raw_target)
+    if target == source:
+        raise LunaCmError("The target slot is the current slot: choose another one (slot list).")
+    backend = inv.shell.backend
+    wanted = (inv.value("objects") or "all").strip().lower()
+    if wanted in ("all", "0"):
+        handles = [f.handle for f in backend.object_fingerprints(source)]
+    else:
+        parts = [p.strip() for p in wanted.split(",")]
+        if not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise LunaCmError("-objects takes 'all' (or 0) or a comma-separated list of object handles.")
+        handles = [int(p) for p in parts]
+    cloned = []
+    for start in range(0, len(handles), CLONE_BATCH):
+        cloned += backend.clone_objects(source, target, handles[start:start + CLONE_BATCH])
+    inv.out(f"Cloned {len(cloned)} object(s) from slot {source} to slot {target}.")
 
 
 # ---- role ----------------------------------------------------------------------------------------
@@ -176,7 +237,8 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
         Command(name="set", summary="Choose the current slot", handler=slot_set,
                 flags=(Flag(name="slot", metavar="id", required=True, help="slot ID"),)),
     )),
-    Group(name="partition", summary="The current slot's partition: init, showinfo, showpolicies, changepolicy",
+    Group(name="partition", summary="The current slot's partition: init, showinfo, showpolicies, changepolicy, "
+                                    "clone, backup, restore",
           children=(
               Command(name="init", summary="Initialize the partition (sets the Partition SO password)",
                       handler=partition_init,
@@ -187,6 +249,27 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
                                   help="cloning domain (default: the HSM's)"), _FORCE),
                       details="Re-initializing needs the current Partition SO password and destroys every object."),
               Command(name="showinfo", summary="Show the partition's state", handler=partition_showinfo),
+              Command(name="clone", summary="Clone objects to another slot's partition (Crypto Officer on both)",
+                      handler=partition_clone,
+                      flags=(Flag(name="slot", metavar="id", required=True, help="target slot"),
+                             Flag(name="objects", metavar="all|h[,h...]",
+                                  help="object handles to clone (default: all token objects)")),
+                      details="Both partitions must be in the same cloning domain, with HSM policy 7 and "
+                              "partition policies 0/4 at 1; keys travel encrypted between the appliances."),
+              Command(name="backup", summary="Back the partition up to a file on this host (Crypto Officer)",
+                      handler=partition_backup,
+                      flags=(Flag(name="file", metavar="path", required=True, help="backup file to write (0600)"),
+                             Flag(name="force", takes_value=False, help="replace an existing file")),
+                      details="The file is encrypted under the partition's cloning domain: only a partition "
+                              "of the same cloning domain, on any appliance, can restore it."),
+              Command(name="restore", summary="Restore a backup file into the partition (Crypto Officer)",
+                      handler=partition_restore,
+                      flags=(Flag(name="file", metavar="path", required=True, help="backup file to read"),
+                             Flag(name="replace", takes_value=False,
+                                  help="destroy the partition's objects first (asks to type 'proceed')"),
+                             _FORCE),
+                      details="Objects the partition already has are skipped. A backup of another cloning "
+                              "domain is refused and nothing changes."),
               Command(name="showpolicies", summary="Show the partition's policies", handler=partition_showpolicies,
                       flags=(Flag(name="verbose", takes_value=False, help="mark destructive policies"),)),
               Command(name="changepolicy", summary="Change partition policies (Partition SO logged in)",
