@@ -208,7 +208,7 @@ def test_comments_unknown_sections_and_relative_paths_are_accepted(p11_local, tm
     (tmp_path / "client.conf").write_text(
         "# a comment\n; another\n[client]\nname = rel   ; inline\ncertificate = rel.pem\nprivate_key = relKey.pem\n"
         "[server h]   # inline after a header\naddress = localhost\ncertificate = rel.pem\n"
-        "[hagroup later]\nmembers = x, y\n[slot]\nserver = h\npartition = 7012345001  ; serial\n")
+        "[futurefeature later]\nmembers = x, y\n[slot]\nserver = h\npartition = 7012345001  ; serial\n")
     assert report_init(p11_local, library_env(conf=tmp_path / "client.conf"))[0] == "rv=0x0 slots=1"
     assert client.cert.exists()
 

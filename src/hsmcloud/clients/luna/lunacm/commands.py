@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hsmcloud.clients.luna.lunacm.hagroup import HAGROUP
 from hsmcloud.clients.luna.lunacm.shell import Invocation, LunaCmError
 from hsmcloud.private_files import write_private
 from hsmcloud.shellgrammar import Command, Flag, Group
@@ -244,6 +245,7 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
                       flags=(Flag(name="policy", metavar="n[,n...]", required=True, help="policy number(s)"),
                              Flag(name="value", metavar="v[,v...]", required=True, help="new value(s)"))),
           )),
+    HAGROUP,
     Group(name="role", summary="Partition roles: login, logout, init, changepw, resetpw, list", children=(
         Command(name="login", summary="Log in as a role", handler=role_login,
                 flags=(_NAME, Flag(name="password", metavar="password", secret=True,
