@@ -6,6 +6,9 @@
  *     p11_ha MODULE count SLOT PREFIX      how many token objects labelled PREFIX* the slot has
  *     p11_ha MODULE slots                  the slot list and token labels
  *     p11_ha MODULE rate SLOT THREADS SECONDS   RSA-2048 signatures per second
+ *     p11_ha MODULE failover SLOT THREADS  signing while a member dies: prints "ready", reads
+ *                                          "killed T" (T: the kill, Unix time in ms), then reports
+ *                                          the calls that were in flight at T
  *
  * outage: logs in on SLOT, generates an RSA-2048 key pair, starts THREADS threads that sign and
  * verify in their own sessions without pause, prints "ready", then follows the lines on standard
@@ -252,6 +255,103 @@ static int slots(void)
     return 0;
 }
 
+/* ---- failover: calls in flight when a member died ---- */
+
+#define RECORDS 8192
+typedef struct call_record {
+    double start, end; /* CLOCK_REALTIME, ms */
+    int ok;
+} call_record;
+
+static double real_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t.tv_sec * 1000.0 + t.tv_nsec / 1e6;
+}
+
+typedef struct recorder {
+    call_record rec[RECORDS];
+    size_t n;
+} recorder;
+
+static void *recording_signer(void *arg)
+{
+    recorder *r = arg;
+    CK_SESSION_HANDLE s;
+    CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+    CK_BYTE data[] = "hsmcloud HA failover", sig[512];
+    CK_RV rv = p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s);
+    if (rv != CKR_OK) {
+        fail("C_OpenSession (thread)", rv);
+        return NULL;
+    }
+    while (!stop_threads) {
+        CK_ULONG len = sizeof sig;
+        call_record *c = &r->rec[r->n % RECORDS];
+        c->start = real_ms();
+        rv = p11->C_SignInit(s, &m, base_priv);
+        if (rv == CKR_OK)
+            rv = p11->C_Sign(s, data, sizeof data - 1, sig, &len);
+        c->end = real_ms();
+        c->ok = rv == CKR_OK;
+        if (rv != CKR_OK)
+            fail("C_SignInit/C_Sign", rv);
+        r->n++;
+    }
+    p11->C_CloseSession(s);
+    return NULL;
+}
+
+static int failover(int threads)
+{
+    CK_SESSION_HANDLE s;
+    pthread_t tid[64];
+    static recorder rec[64];
+    char line[128];
+    double t_kill;
+    if (threads > 64)
+        threads = 64;
+    if (setup(&s))
+        return 1;
+    CK_RV rv = rsa_pair(s, "ha-failover", &base_pub, &base_priv);
+    if (rv != CKR_OK) {
+        printf("FAIL key: 0x%lx\n", (unsigned long)rv);
+        return 1;
+    }
+    for (int i = 0; i < threads; i++)
+        pthread_create(&tid[i], NULL, recording_signer, &rec[i]);
+    usleep(500000);
+    printf("ready\n");
+    fflush(stdout);
+    if (fgets(line, sizeof line, stdin) == NULL || sscanf(line, "killed %lf", &t_kill) != 1)
+        return 1;
+    usleep(2000000);
+    stop_threads = 1;
+    for (int i = 0; i < threads; i++)
+        pthread_join(tid[i], NULL);
+    double worst = 0, first_after = -1;
+    long spanning = 0, total = 0;
+    for (int i = 0; i < threads; i++) {
+        size_t n = rec[i].n < RECORDS ? rec[i].n : RECORDS;
+        total += (long)rec[i].n;
+        for (size_t j = 0; j < n; j++) {
+            call_record *c = &rec[i].rec[j];
+            if (c->start <= t_kill && c->end >= t_kill && c->ok) {
+                spanning++;
+                if (c->end - t_kill > worst)
+                    worst = c->end - t_kill;
+            }
+            if (c->ok && c->start >= t_kill && (first_after < 0 || c->end - t_kill < first_after))
+                first_after = c->end - t_kill;
+        }
+    }
+    p11->C_Finalize(NULL);
+    printf("failover in_flight=%ld worst_ms=%.1f first_new_ms=%.1f signatures=%ld failed=%ld\n", spanning, worst,
+           first_after, total, failed);
+    return failed != 0;
+}
+
 static int rate(int threads, int seconds)
 {
     CK_SESSION_HANDLE s;
@@ -307,6 +407,8 @@ int main(int argc, char **argv)
         return count(argv[4]);
     if (!strcmp(argv[2], "slots"))
         return slots();
+    if (!strcmp(argv[2], "failover") && argc > 4)
+        return failover(atoi(argv[4]));
     if (!strcmp(argv[2], "rate") && argc > 5)
         return rate(atoi(argv[4]), atoi(argv[5]));
     fprintf(stderr, "bad arguments\n");

@@ -19,7 +19,7 @@ from hsmcloud.clients.luna.lunacm.shell import LunaCmShell
 from hsmcloud.clients.pkcs11.module_path import module_path
 
 from .library_helpers import (APPLIANCE_PYTHON, CO_PIN, HERE, PO_PIN, ServerEntry, _appliance_env, build_program,
-                              library_env, run, start_appliance, write_config)
+                              build_sanitized_library, library_env, run, start_appliance, write_config)
 
 HA_SLOT = "2"  # two physical slots, then the group's virtual slot
 
@@ -120,11 +120,11 @@ def count(p11_ha, conf, slot: str, prefix: str) -> int:
     return int(result.stdout.split("count=")[1].split()[0])
 
 
-def outage_run(p11_ha, conf, log, appliances, *, wait_for_recovery):
+def outage_run(p11_ha, conf, log, appliances, *, wait_for_recovery, library=None, **env):
     """The signing program across the death and return of B."""
     second = appliances.second
-    proc = subprocess.Popen([str(p11_ha), str(module_path()), "outage", HA_SLOT, "4"],
-                            env=library_env(conf=conf, log=log, HSMCLOUD_TEST_CO_PIN=CO_PIN),
+    proc = subprocess.Popen([str(p11_ha), str(library or module_path()), "outage", HA_SLOT, "4"],
+                            env=library_env(conf=conf, log=log, HSMCLOUD_TEST_CO_PIN=CO_PIN, **env),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     revived = None
     try:
@@ -148,13 +148,17 @@ def outage_run(p11_ha, conf, log, appliances, *, wait_for_recovery):
     return proc.returncode, out, err
 
 
-def test_hagroup_settings_are_kept_in_the_client_configuration_and_bad_input_changes_nothing(pair, monkeypatch):
+def test_hagroup_settings_are_kept_in_the_client_configuration_and_bad_input_changes_nothing(p11_ha, pair,
+                                                                                           monkeypatch):
     _, _, conf = pair
     make_group(conf, monkeypatch, "hagroup retry -group grp -count 5", "hagroup interval -group grp -interval 120",
                "hagroup haonly -enable")
     cfg = client_config.load(conf)
     group = cfg.hagroup("grp")
     assert (group.retry_count, group.interval_seconds, cfg.ha_only, len(group.members)) == (5, 120, True, 2)
+    # HA only: the library shows the group's virtual slot alone, as slot 0
+    listed = run([p11_ha, module_path(), "slots"], library_env(conf=conf)).stdout
+    assert listed.startswith("slot 0 label=grp") and listed.count("slot ") == 1, listed
     before = conf.read_text()
     for bad in ("hagroup interval -group grp -interval 10", "hagroup retry -group grp -count many",
                 "hagroup addmember -group nosuch -slot 1", "hagroup addstandby -group grp -slot 7"):
@@ -198,6 +202,25 @@ def test_signing_goes_on_through_a_member_death_and_hagroup_recover_brings_it_ba
     listing = lunacm(conf, monkeypatch, f"role login -name co -password {CO_PIN}", "slot set -slot 1",
                      f"role login -name co -password {CO_PIN}", "hagroup listgroups")
     assert listing.count("alive") == 2 and "Needs sync:  no" in listing, listing
+
+
+@pytest.mark.soak
+def test_no_memory_error_or_leak_under_address_sanitizer_through_a_failover(appliances, pair, tmp_path,
+                                                                            monkeypatch):
+    _, _, conf = pair
+    make_group(conf, monkeypatch)
+    lib = build_sanitized_library(tmp_path)
+    program = build_program("p11_ha", tmp_path, sanitize=True)
+    log = tmp_path / "p11.log"
+
+    def recover(proc):
+        lunacm(conf, monkeypatch, "hagroup recover -group grp")
+
+    rc, out, err = outage_run(program, conf, log, appliances, wait_for_recovery=recover, library=lib,
+                              ASAN_OPTIONS="detect_leaks=1")
+    assert rc == 0 and "failed=0" in out, out + err
+    assert "Sanitizer" not in err, err
+    assert "(server B) recovered" in log.read_text()
 
 
 @pytest.mark.soak

@@ -36,6 +36,14 @@ ha_registry *ha_registry_new(hc_state *st, const hc_config *cfg, hc_slot *slots,
     snprintf(r->config_path, sizeof r->config_path, "%s", cfg->path);
     if (r->lock == NULL)
         goto fail;
+    {
+        /* the file as read now: later changes (hagroup recover, retry, interval) are noticed */
+        struct stat sb;
+        if (cfg->path[0] != '\0' && stat(cfg->path, &sb) == 0) {
+            r->config_mtime = sb.st_mtim;
+            r->config_size = sb.st_size;
+        }
+    }
     if (cfg->ngroups > 0) {
         r->groups = calloc(cfg->ngroups, sizeof *r->groups);
         if (r->groups == NULL)
@@ -207,6 +215,19 @@ void ha_session_unregister(ha_session *s)
     }
     s->closed = 1;
     hc_unlock(r->lock);
+}
+
+size_t ha_session_count(ha_group *g)
+{
+    ha_registry *r = g->reg;
+    size_t n = 0;
+    hc_lock(r->lock);
+    for (size_t b = 0; b < HA_SESSION_BUCKETS; b++)
+        for (ha_session *s = r->buckets[b]; s != NULL; s = s->next)
+            if (s->g == g && !s->closed)
+                n++;
+    hc_unlock(r->lock);
+    return n;
 }
 
 /* Every open virtual session of a group, held (release each). */
@@ -814,11 +835,10 @@ static int check_config(ha_group *g)
     hc_lock(r->lock);
     int changed = sb.st_mtim.tv_sec != r->config_mtime.tv_sec || sb.st_mtim.tv_nsec != r->config_mtime.tv_nsec ||
                   sb.st_size != r->config_size;
-    int first = r->config_size == 0 && r->config_mtime.tv_sec == 0;
     r->config_mtime = sb.st_mtim;
     r->config_size = sb.st_size;
     hc_unlock(r->lock);
-    if (!changed || first)
+    if (!changed)
         return 0;
     /* hc_config_load reads the same path the library started with (the environment's) */
     if (hc_config_load(&cfg, error, sizeof error) != HC_CONFIG_OK)

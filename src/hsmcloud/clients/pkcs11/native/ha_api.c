@@ -256,11 +256,25 @@ void ha_close_member_sessions(ha_session *s)
     }
 }
 
+static void forget_login(ha_group *g)
+{
+    hc_lock(g->lock);
+    g->logged_in = 0;
+    explicit_bzero(g->pin, sizeof g->pin);
+    g->pin_len = 0;
+    for (size_t k = 0; k < g->n; k++)
+        g->m[k].login_epoch = 0;
+    hc_unlock(g->lock);
+}
+
 CK_RV ha_close_session(ha_session *s)
 {
     ha_close_member_sessions(s);
     ha_obj_remove_owned(s->g, s->handle);
     ha_session_unregister(s);
+    /* closing the last session logs the application out (PKCS#11; the members do the same) */
+    if (ha_session_count(s->g) == 0)
+        forget_login(s->g);
     return CKR_OK;
 }
 
@@ -434,13 +448,7 @@ CK_RV ha_logout(ha_session *s)
     ha_req_init(&q, OP_LOGOUT);
     rv = all_members(s, &q, 0, none);
     ha_req_free(&q);
-    hc_lock(g->lock);
-    g->logged_in = 0;
-    explicit_bzero(g->pin, sizeof g->pin);
-    g->pin_len = 0;
-    for (size_t k = 0; k < g->n; k++)
-        g->m[k].login_epoch = 0;
-    hc_unlock(g->lock);
+    forget_login(g);
     return rv;
 }
 
@@ -891,7 +899,7 @@ CK_RV ha_op_init(ha_session *s, uint16_t opcode, CK_MECHANISM_PTR m, int with_ke
         }
         if (rv != CKR_OK) {
             ha_op_clear(s);
-            return rv;
+            return rv == CKR_OBJECT_HANDLE_INVALID ? CKR_KEY_HANDLE_INVALID : rv;
         }
         rv = resp.rv;
         hc_response_free(&resp);
@@ -1003,7 +1011,7 @@ CK_RV ha_digest_key(ha_session *s, CK_OBJECT_HANDLE key)
         return CKR_DEVICE_ERROR;
     }
     if (rv != CKR_OK)
-        return rv;
+        return rv == CKR_OBJECT_HANDLE_INVALID ? CKR_KEY_HANDLE_INVALID : rv;
     rv = resp.rv;
     hc_response_free(&resp);
     s->parts_overflow = 1; /* a digested key is not replayed on another member */
@@ -1120,6 +1128,8 @@ CK_RV ha_wrap_key(ha_session *s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wrapping, 
         if (rv == CKR_OK) {
             rv = resp.data != NULL ? hc_read_output(&resp.r, resp.rv, out, out_len) : resp.rv;
             hc_response_free(&resp);
+        } else if (rv == CKR_OBJECT_HANDLE_INVALID) {
+            rv = ha_obj_exists(s->g, wrapping) ? CKR_KEY_HANDLE_INVALID : CKR_WRAPPING_KEY_HANDLE_INVALID;
         }
     }
     ha_req_free(&q);
@@ -1139,8 +1149,11 @@ CK_RV ha_unwrap_key(ha_session *s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE unwrappi
         hc_put_bytes(&q.body, wrapped, wrapped_len);
         rv = hc_put_template(&q.body, t, n);
     }
-    if (rv == CKR_OK) /* the same wrapped key gives the same key on every member */
+    if (rv == CKR_OK) { /* the same wrapped key gives the same key on every member */
         rv = all_members(s, &q, 1, handles);
+        if (rv == CKR_OBJECT_HANDLE_INVALID)
+            rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+    }
     ha_req_free(&q);
     if (rv == CKR_OK)
         rv = new_object(s, handles, 0, template_token(t, n, 0), out);
@@ -1159,8 +1172,11 @@ CK_RV ha_derive_key(ha_session *s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE base, CK
         ha_req_handle(&q, base);
         rv = hc_put_template(&q.body, t, n);
     }
-    if (rv == CKR_OK) /* derivation is deterministic: the same key on every member */
+    if (rv == CKR_OK) { /* derivation is deterministic: the same key on every member */
         rv = all_members(s, &q, 1, handles);
+        if (rv == CKR_OBJECT_HANDLE_INVALID)
+            rv = CKR_KEY_HANDLE_INVALID;
+    }
     ha_req_free(&q);
     if (rv == CKR_OK)
         rv = new_object(s, handles, 0, template_token(t, n, 0), out);

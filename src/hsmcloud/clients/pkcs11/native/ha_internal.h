@@ -126,6 +126,7 @@ void ha_session_register(ha_session *s);
 void ha_session_unregister(ha_session *s);
 void ha_session_discard(ha_session *s);
 size_t ha_sessions_of(ha_group *g, ha_session ***out);
+size_t ha_session_count(ha_group *g);
 
 CK_OBJECT_HANDLE ha_obj_add(ha_group *g, const CK_OBJECT_HANDLE *mh, int token, CK_SESSION_HANDLE owner);
 int ha_obj_exists(ha_group *g, CK_OBJECT_HANDLE vh);
