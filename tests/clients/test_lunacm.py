@@ -182,3 +182,56 @@ def test_lunacm_backs_up_and_restores_only_within_the_cloning_domain(appliance):
     assert r.exit_code == 1
     assert "not in the same cloning domain" in r.stdout and "CKR_WRAPPED_KEY_INVALID" in r.stdout
     assert core.keystore.objects(serial) == []
+
+
+def test_lunacm_clones_between_two_appliances_of_one_domain(appliance, tmp_path):
+    import os
+
+    from hsmcloud.clients.luna import config as client_config
+
+    core, port, _ = appliance
+    connect_client(core, port, tmp_path)
+    other = ApplianceCore.open(tmp_path / "appliance2", "154799002")
+    other.state.set_admin_password(hash_password("Adm1n-Passw0rd"))
+    lunash(other, f"hsm init -label lab2 -domain labDomain -password {SO_PASSWORD}")
+    lunash(other, f"hsm login -password {SO_PASSWORD}")
+    lunash(other, "partition create -partition app1")
+    server = NtlsServer(other, NtlsDispatcher)
+    other_port = server.start("127.0.0.1", 0)
+    try:
+        mine = client_config.load().client
+        other.clients.register("app1host", hostname="app1host", certificate_pem=open(mine.certificate, "rb").read())
+        other.clients.assign("app1host", other.partitions.by_name("app1").serial)
+        pem = tmp_path / "server2.pem"
+        pem.write_text(other.clients.server_certificate().certificate_pem)
+        assert cli("client", "server", "add", "--address", "127.0.0.1", "--port", other_port, "--server-cert", pem,
+                   "--name", "hsm2").exit_code == 0
+        assert cli("client", "slot", "add", "--server", "hsm2", "--partition", "app1").exit_code == 0
+        r = lunacm("slot set -slot 0", *_fresh_partition("app1"), "slot set -slot 1", *_fresh_partition("app1"))
+        assert r.exit_code == 0, r.stdout
+        source = core.partitions.by_name("app1")
+        value = os.urandom(32)
+        core.keystore.create(source.serial, generation=source.generation, attributes={
+            0x000: 4, 0x100: 0x1F, 0x001: True, 0x003: "shared-aes", 0x161: 32, 0x103: True}, secret=value)
+        core.keystore.create(source.serial, generation=source.generation, attributes={
+            0x000: 0, 0x001: True, 0x003: "shared-data", 0x011: b"public data"})
+        login_both = ("slot set -slot 1", "role login -name co -password " + CO2,
+                      "slot set -slot 0", "role login -name co -password " + CO2)
+        r = lunacm(*login_both, "partition clone -slot 1", "partition showinfo")
+        assert r.exit_code == 0, r.stdout
+        assert "Cloned 2 object(s) from slot 0 to slot 1." in r.stdout
+        target = other.partitions.by_name("app1").serial
+        assert sorted((rec.secret or b"") for rec in other.keystore.objects(target)) == sorted([b"", value])
+        r = lunacm(*login_both, "partition clone -slot 0")
+        assert r.exit_code == 1 and "current slot" in r.stdout
+
+        # the second appliance's partition moves to another cloning domain: cloning is refused
+        r = lunacm("slot set -slot 1", *_fresh_partition("app1", " -domain elsewhere"))
+        assert r.exit_code == 0, r.stdout
+        r = lunacm(*login_both, "partition clone -slot 1")
+        assert r.exit_code == 1
+        assert "not in the same cloning domain" in r.stdout and "CKR_WRAPPED_KEY_INVALID" in r.stdout
+        assert other.keystore.objects(target) == []
+    finally:
+        server.stop()
+        other.close()

@@ -106,6 +106,13 @@ def _request_values() -> dict[int, tuple]:
         Op.GENERATE_RANDOM: (7, 32),
         Op.FINALIZE: (),
         Op.ADMIN: ('{"action": "role.list", "partition": "154700001001"}',),
+        Op.GET_CLONING_INFO: ("154700001001",),
+        Op.CLONE_OFFER: (7,),
+        Op.CLONE_EXPORT: (7, b"offer", [3, 4]),
+        Op.CLONE_IMPORT: (7, b"blob"),
+        Op.LIST_OBJECT_FINGERPRINTS: (7,),
+        Op.BACKUP: (7,),
+        Op.RESTORE: (7, b"backup", True),
     }
 
 
@@ -136,6 +143,10 @@ def _response_values() -> dict[int, tuple]:
         Op.GENERATE_KEY: (5,), Op.GENERATE_KEY_PAIR: (5, 6), Op.UNWRAP_KEY: (9,),
         Op.DERIVE_KEY: (9,), Op.GENERATE_RANDOM: (b"r" * 32,),
         Op.ADMIN: ('{"ok": true}',),
+        Op.GET_CLONING_INFO: (m.CloningInfo(True, "ab" * 16, 1, 1, 1, 1, 0),),
+        Op.CLONE_OFFER: (b"offer",), Op.CLONE_EXPORT: (b"blob",), Op.CLONE_IMPORT: ([5, 6],),
+        Op.LIST_OBJECT_FINGERPRINTS: ([m.ObjectFingerprint(5, 3, b"f" * 32)],),
+        Op.BACKUP: (b"backup",), Op.RESTORE: (3, 1),
     }
 
 

@@ -233,6 +233,8 @@ def lmk_load(cx: Ctx, name: Name, resource_group: Group,
                                                           "for). At least 2 different cards.")],
              key_block: Annotated[bool, typer.Option("--key-block", help="Form an AES key-block LMK instead of a "
                                                                          "variant LMK.")] = False,
+             three_key: Annotated[bool, typer.Option("--three-key", help="Form a triple-length (3-key 3DES) "
+                                                                         "variant LMK.")] = False,
              slot: Slot = 0,
              replace: Annotated[bool, typer.Option("--replace", help="Replace the LMK already in that slot.")]
              = False):
@@ -251,7 +253,10 @@ def lmk_load(cx: Ctx, name: Name, resource_group: Group,
         except CardError as exc:
             raise _card_error(exc) from None
         entries.append({"card": doc, "pin": pin})
-    body = {"slot": slot, "scheme": "keyblock" if key_block else "variant", "cards": entries, "replace": replace}
+    if key_block and three_key:
+        raise CliError("InvalidArgument", "--key-block and --three-key exclude each other.")
+    scheme = "keyblock" if key_block else "variant3" if three_key else "variant"
+    body = {"slot": slot, "scheme": scheme, "cards": entries, "replace": replace}
     with mgmt(cx, resource_group, name) as m:
         lmk = m.json("POST", "/lmk", body=body)
     cx.out.result(lmk, lambda d: lmk_fields(cx.out, d))

@@ -400,3 +400,88 @@ def test_lunash_backup_zeroize_reinit_restore_from_the_file_area(tmp_path):
         assert h.core.keystore.count(other) == 0
     finally:
         h.close()
+
+
+def test_hsm_policy_16_off_refuses_cloning_with_another_appliance(tmp_path, src):
+    from luna_helpers import ok
+
+    a, sa = src
+    h = Harness(tmp_path / "no-replication", serial="154700071")
+    try:
+        ok(h.shell, "hsm changePolicy -policy 16 -value 0")
+        with h.connect() as client:
+            session = h.session(client)
+            key = aes_token_key(a, sa, "no-network")
+            with pytest.raises(Pkcs11Error) as raised:
+                client.clone_import(session, a.clone_export(sa, client.clone_offer(session), [key]))
+            assert raised.value.rv == c.CKR_KEY_NOT_WRAPPABLE
+            mine = aes_token_key(client, session, "stays-here")
+            with pytest.raises(Pkcs11Error) as raised:
+                client.clone_export(session, a.clone_offer(sa), [mine])
+            assert raised.value.rv == c.CKR_KEY_NOT_WRAPPABLE
+            assert client.get_cloning_info(h.serial).hsm_network_replication == 0
+            # within the appliance, and to a file, cloning still works
+            assert client.restore(session, client.backup(session)) == (0, 1)
+    finally:
+        h.close()
+
+
+def test_an_import_that_fails_midway_stores_nothing_even_after_a_restart(tmp_path, monkeypatch, src):
+    """The keystore writes a clone (or restore) in one transaction: a failure on its second
+    object rolls the first back, in memory and on disk."""
+    import hsmcloud.appliances.luna.core.keystore as keystore_module
+
+    a, sa = src
+    h = Harness(tmp_path / "atomic", serial="154700081")
+    try:
+        first, second = aes_token_key(a, sa, "atomic-1"), aes_token_key(a, sa, "atomic-2")
+        real_seal, calls = keystore_module.seal, []
+
+        def failing_seal(*args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError("disk gone")
+            return real_seal(*args)
+
+        with h.connect() as client:
+            session = h.session(client)
+            blob = a.clone_export(sa, client.clone_offer(session), [first, second])
+            monkeypatch.setattr(keystore_module, "seal", failing_seal)
+            with pytest.raises(Pkcs11Error) as raised:
+                client.clone_import(session, blob)
+            assert raised.value.rv == c.CKR_GENERAL_ERROR
+            monkeypatch.setattr(keystore_module, "seal", real_seal)
+            assert client.list_object_fingerprints(session) == []
+    finally:
+        h.close()
+    reopened = type(h.core).open(tmp_path / "atomic" / "appliance", "154700081")
+    try:
+        assert reopened.keystore.objects(h.serial) == []
+    finally:
+        reopened.close()
+
+
+def test_the_domain_secret_is_kept_sealed_and_older_partitions_must_be_reinitialized(tmp_path):
+    from hsmcloud.appliances.luna.core.passwords import domain_secret
+
+    h = Harness(tmp_path / "sealed", serial="154700091")
+    try:
+        h.core.state.scrub()
+        raw = b"".join(p.read_bytes() for p in (tmp_path / "sealed" / "appliance").iterdir()
+                       if p.name.startswith("appliance.sqlite3"))
+        assert domain_secret("myDomain") not in raw
+        # a partition initialized before the secret was kept (state schema 2) has none
+        with h.core.state.transaction() as db:
+            db.execute("UPDATE partition_state SET domain_secret_sealed = NULL WHERE serial = ?",
+                       (h.serial,))
+        with h.connect() as client:
+            session = h.session(client)
+            with pytest.raises(Pkcs11Error) as raised:
+                client.backup(session)
+            assert raised.value.rv == c.CKR_KEY_NOT_WRAPPABLE
+        h.prepare_partition(h.serial, label="again")
+        with h.connect() as client:
+            session = h.session(client)
+            assert client.backup(session)
+    finally:
+        h.close()

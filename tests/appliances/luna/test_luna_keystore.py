@@ -294,7 +294,7 @@ def test_a_v1_state_opens_with_its_admin_password_hsm_and_partitions(tmp_path):
 
     core = ApplianceCore.open(state_dir, SERIAL)
     try:
-        assert core.state.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "2"
+        assert core.state.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
         tables = {r[0] for r in core.state.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "objects" not in tables and "client_certificates" not in tables
         assert verify_password(ADMIN_PASSWORD, core.state.device().admin_password_hash)

@@ -31,6 +31,8 @@ def test_showinfo_showpolicies_and_role_list(harness, ntls):
     info = ntls.admin("partition.showinfo", partition=harness.serial)
     assert info["ok"] and info["label"] == "app1-label" and info["initialized"]
     assert {r["role"]: r["initialized"] for r in info["roles"]} == {"po": True, "co": True, "cu": True}
+    assert info["cloning"]["domain_id"] == ntls.get_cloning_info(harness.serial).domain_id != ""
+    assert (info["cloning"]["private_key_cloning"], info["cloning"]["secret_key_cloning"]) == (1, 1)
     policies = ntls.admin("partition.showpolicies", partition=harness.serial)["policies"]
     assert {p["code"]: p["value"] for p in policies}[21] == 0
     assert {p["code"]: p["value"] for p in policies}[20] == 10

@@ -36,7 +36,7 @@ def test_framing_header_echo_response_code_and_trailer(tmp_path):
             client = await host(appliance, 2)
             assert await client.call(b"B20005hello") == b"B300hello"
             assert await client.call(b"B20003abc\x19TRAILER") == b"B300abc\x19TRAILER"
-            assert await client.call(b"NO00") == b"NP00" + b"3" + b"1" + b"0064" + b"1.4a1.8.3" + b"00000"
+            assert await client.call(b"NO00") == b"NP00" + b"3" + b"1" + b"0064" + b"1500-1803" + b"00000"
             assert await client.call(b"NO01") == b"NP001"
             # Unknown command: response code ZZ, error 00 (as the reference simulators answer).
             assert await client.call(b"XX1234") == b"ZZ00"

@@ -120,7 +120,7 @@ def test_mutual_tls_serves_trusted_clients_and_refuses_the_rest(tmp_path):
             good = client_context(tmp_path, server_pem, apps.client("payments-app"))
             for which in (1, 2):
                 client = await connect(appliance, which, good)
-                assert await client.call(b"NC") == b"ND00" + check_value.encode() + b"1.4a1.8.3"
+                assert await client.call(b"NC") == b"ND00" + check_value.encode() + b"1500-1803"
                 assert ok(await client.call(CW), b"CW") == "561"
                 await client.close()
             # No certificate, another CA's certificate, plain TCP: no answer on either port.

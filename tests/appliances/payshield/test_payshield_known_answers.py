@@ -58,7 +58,7 @@ def test_nc_reports_the_lmk_check_value_and_firmware(tmp_path):
             client = await host(appliance)
             data = ok(await client.call(b"NC"), b"NC")
             await client.close()
-        assert data == kcv(TEST_LMK[:16]) + "0" * 10 + "1.4a1.8.3"
+        assert data == kcv(TEST_LMK[:16]) + "0" * 10 + "1500-1803"
 
     guarded(scenario())
 

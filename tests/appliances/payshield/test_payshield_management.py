@@ -153,7 +153,7 @@ def test_firmware_below_the_base_version_is_refused(tmp_path):
                 assert (await client.post("/firmware", json={"version": "1.5a 1.9.0"})).status_code == 200
             client = await host(appliance)
             await load_lmk(appliance)
-            assert ok(await client.call(b"NC"), b"NC").endswith("1.5a1.9.0")
+            assert ok(await client.call(b"NC"), b"NC").endswith("1500-1900")
             await client.close()
 
     guarded(scenario())

@@ -99,8 +99,10 @@ def sdist(tmp_path_factory) -> Path:
     path = directory / SDIST
     if not path.exists():
         download = tmp_path_factory.mktemp("sdist-download")
-        # with retries, pip names the connection failure (without, it only says no version was found)
-        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        # with retries, pip names the connection failure (without, it only says no version was found);
+        # only python-pkcs11 itself as source: with ":all:" pip also builds its build requirements
+        # (Cython, setuptools) from source to read the metadata, minutes on a busy 2-core machine
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "python-pkcs11",
                                  "--retries", "3", f"python-pkcs11=={VERSION}", "--dest", str(download)],
                                 capture_output=True, text=True, timeout=GUARD_SECONDS)
         if result.returncode != 0 or not (download / SDIST).exists():

@@ -44,9 +44,12 @@ from .host_tls import (
     server_context,
 )
 from .lmk import (
+    KEY_USAGES,
+    MODES_OF_USE,
     TYPE_USAGES,
     KeyBlockAttributes,
     KeyBlockLmk,
+    VARIANT_SCHEMES,
     VariantLmk,
     lmk_from_components,
     material_of,
@@ -61,6 +64,7 @@ from .product import (
     MODEL,
     PREMIUM_PACKAGE_FEATURES,
     firmware_key,
+    firmware_number as product_firmware_number,
 )
 from .state import ApplianceState, Claim
 
@@ -122,9 +126,26 @@ class PayShieldConfig:
         return ConnectionLimits(idle_timeout=self.host_idle_timeout, frame_timeout=self.host_frame_timeout)
 
 
+_LMK_ALGORITHMS = {
+    "variant": "3DES (20 double-length pairs)",
+    "variant3": "3DES (20 triple-length pairs)",
+    "keyblock": "AES-256",
+}
+
+
+def _card_component(card: _cards.CardComponents, scheme: str) -> bytes:
+    if scheme == "keyblock":
+        return card.keyblock
+    if scheme == "variant":
+        return card.variant
+    if card.variant3 is None:
+        raise InvalidRequest(f"card {card.card_id} predates 3-key variant LMKs: make new cards for scheme 'variant3'")
+    return card.variant3
+
+
 def firmware_number(version: str) -> str:
-    """The 9-character firmware number of NC/NO: the version without its space."""
-    return version.replace(" ", "")[:9].ljust(9)
+    """The 9-character firmware number of NC/NO, in the real device's ``NNNN-NNNN`` form."""
+    return product_firmware_number(version)
 
 
 class PayShieldAppliance:
@@ -192,7 +213,7 @@ class PayShieldAppliance:
             lmk_id = f"{record.slot:02d}"
             self._domain.lmks[record.slot] = (
                 VariantLmk(record.material)
-                if record.scheme == "variant"
+                if record.scheme in VARIANT_SCHEMES
                 else KeyBlockLmk(record.material, lmk_id)
             )
         stored = state.settings()
@@ -404,8 +425,8 @@ class PayShieldAppliance:
         """Form an LMK from >= 2 admin cards (document + PIN each) into a slot."""
         slot = self._check_slot(body.get("slot", 0))
         scheme = body.get("scheme", "variant")
-        if scheme not in ("variant", "keyblock"):
-            raise InvalidRequest("scheme must be 'variant' or 'keyblock'")
+        if scheme not in ("variant", "variant3", "keyblock"):
+            raise InvalidRequest("scheme must be 'variant', 'variant3' (3-key variant LMK) or 'keyblock'")
         entries = body.get("cards")
         if not isinstance(entries, list) or len(entries) < 2:
             raise InvalidRequest("at least 2 admin cards are needed to form an LMK")
@@ -419,7 +440,7 @@ class PayShieldAppliance:
         ids = [c.card_id for c in unlocked]
         if len(set(ids)) != len(ids):
             raise InvalidRequest("the same card was presented twice")
-        components = [c.variant if scheme == "variant" else c.keyblock for c in unlocked]
+        components = [_card_component(c, scheme) for c in unlocked]
         lmk = lmk_from_components(scheme, components, f"{slot:02d}")
         check_value = lmk.check_value()
         self.state.put_lmk(slot=slot, scheme=scheme, check_value=check_value, material=material_of(lmk), cards=ids)
@@ -433,7 +454,7 @@ class PayShieldAppliance:
             "slot": slot,
             "id": f"{slot:02d}",
             "scheme": scheme,
-            "algorithm": "3DES (20 double-length pairs)" if scheme == "variant" else "AES-256",
+            "algorithm": _LMK_ALGORITHMS[scheme],
             "check_value": check_value,
             "authorised": slot in self._domain.authorised,
             "cards": cards,
@@ -517,10 +538,15 @@ class PayShieldAppliance:
         usage = body.get("usage") or (TYPE_USAGES.get(key_type) or ("",))[0]
         if not isinstance(usage, str) or len(usage) != 2:
             raise InvalidRequest("a key-block key needs a 2-character 'usage' or a known key 'type'")
+        if usage.upper() not in KEY_USAGES:
+            raise InvalidRequest(f"key usage {usage!r} is neither a TR-31 nor a Thales key usage")
+        mode = str(body.get("mode_of_use", "N")).upper()[:1] or "N"
+        if mode not in MODES_OF_USE:
+            raise InvalidRequest(f"mode of use {mode!r} is not a key-block mode of use")
         return KeyBlockAttributes(
             usage=usage.upper(),
             algorithm=algorithm,
-            mode_of_use=str(body.get("mode_of_use", "N")).upper()[:1] or "N",
+            mode_of_use=mode,
             version=str(body.get("version", "00")),
             exportability=str(body.get("exportability", "E")).upper()[:1] or "E",
         )

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import keycrypto as kc
 from .errors import CardError
-from .lmk import KEYBLOCK_LMK_LENGTH, VARIANT_LMK_LENGTH
+from .lmk import KEYBLOCK_LMK_LENGTH, VARIANT3_LMK_LENGTH, VARIANT_LMK_LENGTH
 
 CARD_FORMAT = "hsmcloud-payshield-admin-card"
 CARD_VERSION = 1
@@ -42,6 +42,9 @@ class CardComponents:
     card_id: str
     variant: bytes  # 320 bytes: one component of the 20 LMK pairs
     keyblock: bytes  # 32 bytes: one component of the AES-256 key-block LMK
+    #: 480 bytes: one component of a triple-length (3-key) variant LMK; None on cards made
+    #: before 3-key variant LMKs were offered.
+    variant3: bytes | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -79,6 +82,7 @@ def new_card(
     *,
     variant_component: bytes | None = None,
     keyblock_component: bytes | None = None,
+    variant3_component: bytes | None = None,
 ) -> dict[str, Any]:
     """A new card document holding a fresh random component (or the given ones)."""
     _check_pin(pin)
@@ -87,11 +91,17 @@ def new_card(
     else:
         variant = variant_component
     keyblock = keyblock_component if keyblock_component is not None else os.urandom(KEYBLOCK_LMK_LENGTH)
-    if len(variant) != VARIANT_LMK_LENGTH or len(keyblock) != KEYBLOCK_LMK_LENGTH:
-        raise CardError("component lengths: 320 bytes (variant) and 32 bytes (key block)")
+    if variant3_component is None:
+        variant3 = kc.adjust_parity(os.urandom(VARIANT3_LMK_LENGTH))
+    else:
+        variant3 = variant3_component
+    if (len(variant), len(keyblock), len(variant3)) != (VARIANT_LMK_LENGTH, KEYBLOCK_LMK_LENGTH, VARIANT3_LMK_LENGTH):
+        raise CardError("component lengths: 320 bytes (variant), 32 bytes (key block), 480 bytes (3-key variant)")
     card_id = str(uuid.uuid4())
     salt, nonce = os.urandom(16), os.urandom(12)
-    secret = json.dumps({"variant": variant.hex(), "keyblock": keyblock.hex()}).encode("ascii")
+    secret = json.dumps(
+        {"variant": variant.hex(), "keyblock": keyblock.hex(), "variant3": variant3.hex()}
+    ).encode("ascii")
     sealed = AESGCM(_derive(pin, salt)).encrypt(nonce, secret, _associated_data(card_id))
     return {
         "format": CARD_FORMAT,
@@ -158,4 +168,5 @@ def unlock_card(card: Any, pin: str) -> CardComponents:
         card_id=card["card_id"],
         variant=bytes.fromhex(parts["variant"]),
         keyblock=bytes.fromhex(parts["keyblock"]),
+        variant3=bytes.fromhex(parts["variant3"]) if "variant3" in parts else None,
     )

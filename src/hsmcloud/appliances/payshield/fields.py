@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import HostError
-from .lmk import SCHEME_LENGTHS, KeyBlockAttributes
+from .lmk import KEY_USAGES, MODES_OF_USE, SCHEME_LENGTHS, KeyBlockAttributes
 
 _HEX = frozenset("0123456789ABCDEFabcdef")
 TRAILER_DELIMITER = "\x19"
@@ -32,8 +32,12 @@ class Trailing:
         usage, algorithm, mode, kvn, export = (
             self.block[0:2], self.block[2:4], self.block[4], self.block[5:7], self.block[7]
         )
+        if usage not in KEY_USAGES:
+            raise HostError("A6", f"key usage {usage!r} is neither a TR-31 nor a Thales usage")
         if algorithm not in KEYBLOCK_ALGORITHMS:
             raise HostError("A7", f"algorithm {algorithm!r}")
+        if mode not in MODES_OF_USE:
+            raise HostError("A8", f"mode of use {mode!r}")
         if export not in ("E", "N", "S"):
             raise HostError("15", "exportability must be E, N or S")
         if self.block[8:10] != "00":

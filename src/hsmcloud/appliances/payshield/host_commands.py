@@ -23,6 +23,11 @@ from pyemv import kd as _kd
 
 from . import keycrypto as kc
 from . import pinblocks
+from .commands import ecc as _ecc
+from .commands import hashing as _hashing
+from .commands import random_value as _random_value
+from .commands import rsa as _rsa
+from .commands import signatures as _signatures
 from .domain import HostSettings, SecurityDomain
 from .errors import HostError
 from .fields import TRAILER_DELIMITER, Cursor, Trailing
@@ -37,18 +42,22 @@ from .lmk import (
     VariantLmk,
     hex_bytes,
     parse_key_type,
+    tr31_usage,
 )
 from .product import TCP_CONNECTIONS_PER_INTERFACE
 
 # Key roles of commands whose key type is implied: (variant key type, key-block usages).
-ZMK = ("000", ("K0", "K1"))
-ZPK = ("001", ("P0",))
-TPK = ("002", ("P0",))
+# Key-block usages are TR-31's and Thales' own numeric ones (72 ZPK, 71 TPK, 52 ZMK, 13 CVK...).
+ZMK = ("000", ("K0", "K1", "52"))
+ZPK = ("001", ("P0", "72"))
+TPK = ("002", ("P0", "71"))
 PVK = ("002", ("V0", "V1", "V2"))
-CVK = ("402", ("C0",))
+CVK = ("402", ("C0", "11", "12", "13"))
 MK_AC = ("109", ("E0",))
 DATA_KEY_TYPES = ("00A", "00B", "30B")
 MAC_KEY_TYPES = ("003", "008")
+#: The PIN length JA uses when the command gives none.
+DEFAULT_PIN_LENGTH = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,7 +180,7 @@ def wrap_under_zmk(
             raise HostError("29", "the key is not exportable")
         version = version_id or ("D" if zmk.aes else "B")
         header = (
-            f"{version}0000{attrs.usage}{attrs.algorithm}{attrs.mode_of_use}{attrs.version}"
+            f"{version}0000{tr31_usage(attrs.usage)}{attrs.algorithm}{attrs.mode_of_use}{attrs.version}"
             f"{'N' if attrs.exportability == 'S' else 'E'}0000"
         )
         try:
@@ -498,9 +507,22 @@ def cmd_cc(ctx: CommandContext, cur: Cursor) -> Response:
 
 
 def cmd_ja(ctx: CommandContext, cur: Cursor) -> Response:
-    """Generate a random PIN of the given length, returned under the LMK."""
-    account = pinblocks.check_account(cur.take_digits(12))
-    length = int(cur.take_digits(2))
+    """Generate a random PIN, returned under the LMK.
+
+    The account is the usual 12 digits, or the 18-digit full-account form (the PAN's 18
+    rightmost digits excluding the check digit; the PIN is bound to its last 12). The PIN
+    length (2N) is optional: without it the PIN has the default length of 4 digits.
+    """
+    digits = 0
+    while cur.peek(1).isdigit() and cur.peek(1).isascii():
+        digits += 1
+        cur.pos += 1
+    cur.pos -= digits
+    if digits not in (12, 14, 18, 20):
+        raise HostError("15", "JA takes a 12- or 18-digit account number and an optional 2-digit PIN length")
+    account_field = cur.take_digits(18 if digits >= 18 else 12)
+    account = pinblocks.check_account(account_field[-12:])
+    length = int(cur.take_digits(2)) if digits in (14, 20) else DEFAULT_PIN_LENGTH
     if not 4 <= length <= 12:
         raise HostError("24")
     lmk = ctx.lmk(cur.trailing())
@@ -703,7 +725,7 @@ def _crypt_data(ctx: CommandContext, cur: Cursor, *, encrypt: bool) -> Response:
         iv = cur.take_bytes_hex(block * 2)
     data = _data_in(cur, in_fmt)
     lmk = ctx.lmk(cur.trailing())
-    key = open_key(lmk, key_field, key_type, ("D0",) if key_type == "FFF" else None)
+    key = open_key(lmk, key_field, key_type, ("D0", "21", "22", "23") if key_type == "FFF" else None)
     size = 16 if key.aes else 8
     if iv is not None and len(iv) != size:
         raise HostError("15", "IV length does not match the key's block size")
@@ -870,7 +892,37 @@ COMMANDS: dict[str, CommandSpec] = {
     "M6": CommandSpec(handler=cmd_m6),
     "M8": CommandSpec(handler=cmd_m8),
     "KQ": CommandSpec(handler=cmd_kq),
+    "EI": CommandSpec(handler=_rsa.cmd_ei, sensitive=True),
+    "EO": CommandSpec(handler=_rsa.cmd_eo, sensitive=True),
+    "EW": CommandSpec(handler=_signatures.cmd_ew),
+    "EY": CommandSpec(handler=_signatures.cmd_ey),
+    "GI": CommandSpec(handler=_rsa.cmd_gi),
+    "GK": CommandSpec(handler=_rsa.cmd_gk),
+    "GM": CommandSpec(handler=_hashing.cmd_gm),
+    "N0": CommandSpec(handler=_random_value.cmd_n0),
+    "FY": CommandSpec(handler=_ecc.cmd_fy),
 }
+
+from .commands import dukpt as _dukpt_commands  # noqa: E402 - handlers use the helpers above
+from .commands import emv as _emv_commands  # noqa: E402
+from .commands import pins as _pin_commands  # noqa: E402
+
+COMMANDS["EE"] = CommandSpec(handler=_pin_commands.cmd_ee)
+COMMANDS["DE"] = CommandSpec(handler=_pin_commands.cmd_de)
+COMMANDS["BK"] = CommandSpec(handler=_pin_commands.cmd_bk)
+COMMANDS["BC"] = CommandSpec(handler=_pin_commands.cmd_bc)
+COMMANDS["BE"] = CommandSpec(handler=_pin_commands.cmd_be)
+COMMANDS["CU"] = CommandSpec(handler=_pin_commands.cmd_cu)
+COMMANDS["DU"] = CommandSpec(handler=_pin_commands.cmd_du)
+COMMANDS["CI"] = CommandSpec(handler=_dukpt_commands.cmd_ci)
+COMMANDS["G0"] = CommandSpec(handler=_dukpt_commands.cmd_g0)
+COMMANDS["CK"] = CommandSpec(handler=_dukpt_commands.cmd_ck)
+COMMANDS["CM"] = CommandSpec(handler=_dukpt_commands.cmd_cm)
+COMMANDS["GO"] = CommandSpec(handler=_dukpt_commands.cmd_go)
+COMMANDS["GQ"] = CommandSpec(handler=_dukpt_commands.cmd_gq)
+COMMANDS["GW"] = CommandSpec(handler=_dukpt_commands.cmd_gw)
+COMMANDS["KW"] = CommandSpec(handler=_emv_commands.cmd_kw)
+COMMANDS["PM"] = CommandSpec(handler=_emv_commands.cmd_pm)
 
 UNKNOWN_COMMAND_RESPONSE = "ZZ"
 

@@ -27,6 +27,9 @@ from .errors import HostError
 
 LMK_PAIRS = 20
 VARIANT_LMK_LENGTH = LMK_PAIRS * 16
+#: A triple-length (3-key 3DES) variant LMK: 20 pairs of 24 bytes.
+VARIANT3_LMK_LENGTH = LMK_PAIRS * 24
+VARIANT_SCHEMES = ("variant", "variant3")
 KEYBLOCK_LMK_LENGTH = 32
 
 KEY_TYPE_VARIANTS = (0xA6, 0x5A, 0x6A, 0xDE, 0x2B, 0x50, 0x74, 0x9C, 0xFA)
@@ -46,28 +49,91 @@ SCHEME_LENGTHS = {"Z": 8, "U": 16, "T": 24, "X": 16, "Y": 24}
 LENGTH_SCHEMES = {8: "Z", 16: "U", 24: "T"}
 
 #: Key-block key usages a key of a variant key type may have, first one used when creating.
+#: Each lists the TR-31 usage(s) and Thales' own numeric usage(s) for that kind of key.
 TYPE_USAGES: dict[str, tuple[str, ...]] = {
-    "000": ("K0", "K1"),
-    "001": ("P0",),
-    "002": ("P0", "V2", "V1", "V0", "K0"),
-    "70D": ("P0",),
-    "80D": ("K0",),
-    "402": ("C0",),
+    "000": ("K0", "K1", "52"),
+    "001": ("P0", "72"),
+    "002": ("P0", "V2", "V1", "V0", "K0", "71", "51"),
+    "70D": ("P0", "71"),
+    "80D": ("K0", "51"),
+    "402": ("C0", "11", "12", "13"),
     "003": ("M3", "M1", "M0", "M6"),
     "008": ("M3", "M1", "M0", "M6"),
-    "006": ("K0",),
-    "00A": ("D0",),
-    "00B": ("D0",),
-    "30B": ("D0",),
-    "009": ("B0",),
-    "609": ("B0",),
-    "809": ("B0",),
+    "006": ("01",),
+    "00A": ("D0", "22"),
+    "00B": ("D0", "21"),
+    "30B": ("D0", "23"),
+    "009": ("B0", "41", "42", "43"),
+    "609": ("B0", "41", "42", "43"),
+    "809": ("B0", "41", "42", "43"),
     "109": ("E0",),
     "209": ("E2",),
     "309": ("E1",),
     "409": ("E3",),
     "509": ("E4",),
-    "709": ("E6",),
+    "709": ("E6", "32"),
+}
+
+#: TR-31 key usages (ANSI X9.143 / ASC X9 TR 31-2018) a key block may carry.
+TR31_USAGES = frozenset(
+    "B0 B1 B2 B3 C0 D0 D1 D2 E0 E1 E2 E3 E4 E5 E6 I0 K0 K1 K2 K3 M0 M1 M2 M3 M4 M5 M6 M7 M8 "
+    "P0 P1 S0 S1 S2 V0 V1 V2 V3 V4".split()
+)
+#: Thales' numeric key usages -> the TR-31 usage a TR-31 export carries instead (None: no
+#: TR-31 equivalent, the key cannot leave as TR-31).
+THALES_USAGES: dict[str, str | None] = {
+    "01": None,  # WatchWord key (WWK)
+    "02": "S0", "03": "S0", "04": "S0", "05": "S0", "06": "S0",  # RSA public / private keys
+    "11": "C0", "12": "C0", "13": "C0",  # CVK: American Express CSC, MasterCard CVC, Visa CVV
+    "21": "D0", "22": "D0", "23": "D0",  # DEK, ZEK, TEK
+    "31": None,  # Visa Cash master load key (KML)
+    "32": "E6",  # dynamic CVV master key (MK-CVC3)
+    "41": "B0", "42": "B0", "43": "B0",  # DUKPT base derivation keys BDK-2/3/4
+    "51": "K0", "52": "K0",  # TMK, ZMK
+    "53": None, "54": None, "55": None,  # ZKA keys
+    "61": None, "62": None, "63": None, "64": None, "65": None,  # HMAC keys (SHA-1 ... SHA-512)
+    "71": "P0", "72": "P0",  # TPK, ZPK
+    "73": None,  # transaction key scheme terminal key register (TKR)
+}
+KEY_USAGES = TR31_USAGES | frozenset(THALES_USAGES)
+#: Modes of use of a key-block header.
+MODES_OF_USE = frozenset("BCDEGNSTVXY")
+
+
+def tr31_usage(usage: str) -> str:
+    """The usage a TR-31 block carries for ``usage`` (Thales numeric usages map to TR-31's)."""
+    if usage in TR31_USAGES:
+        return usage
+    mapped = THALES_USAGES.get(usage)
+    if mapped is None:
+        raise HostError("A6", f"key usage {usage} has no TR-31 equivalent")
+    return mapped
+
+
+#: Variant-LMK key type codes the host commands accept: code -> (key, LMK pair); the name is
+#: left empty where no source we have names the key. Code = variant digit + pair code. Other
+#: codes are error 04, as on the real HSM.
+KEY_TYPES: dict[str, tuple[str, str]] = {
+    "000": ("ZMK", "04-05"), "100": ("", "04-05"), "200": ("KML (Visa Cash)", "04-05"),
+    "001": ("ZPK", "06-07"),
+    "002": ("PVK / TPK / TMK", "14-15"), "402": ("CVK / CSCK", "14-15"),
+    "003": ("TAK", "16-17"),
+    "104": ("", "18-19"), "204": ("", "18-19"),
+    "105": ("", "20-21"), "205": ("", "20-21"), "305": ("", "20-21"),
+    "405": ("", "20-21"), "505": ("", "20-21"), "605": ("", "20-21"),
+    "705": ("", "20-21"), "805": ("", "20-21"), "905": ("", "20-21"),
+    "006": ("WWK", "22-23"), "106": ("", "22-23"), "206": ("", "22-23"),
+    "306": ("", "22-23"), "406": ("", "22-23"), "506": ("", "22-23"),
+    "606": ("", "22-23"),
+    "008": ("ZAK", "26-27"),
+    "009": ("BDK-1", "28-29"), "109": ("MK-AC", "28-29"), "209": ("MK-SMI", "28-29"),
+    "309": ("MK-SMC", "28-29"), "409": ("MK-DAC", "28-29"), "509": ("MK-DN", "28-29"),
+    "609": ("BDK-2", "28-29"), "709": ("MK-CVC3 / MK-dCVV", "28-29"), "809": ("BDK-3", "28-29"),
+    "00A": ("ZEK", "30-31"),
+    "00B": ("DEK", "32-33"), "30B": ("TEK", "32-33"),
+    "00C": ("", "34-35"), "10C": ("", "34-35"),
+    "00D": ("", "36-37"), "70D": ("TPK (key type 002 separation)", "36-37"),
+    "80D": ("TMK (key type 002 separation)", "36-37"),
 }
 
 
@@ -81,7 +147,7 @@ class KeyType:
 def parse_key_type(code: str) -> KeyType:
     """``000``, ``402``, ``00A``... -> KeyType; HostError 04 if not a key type code."""
     code = code.upper()
-    if len(code) != 3 or not code[0].isdigit() or code[1:] not in PAIR_CODES:
+    if code not in KEY_TYPES:
         raise HostError("04", f"invalid key type code {code!r}")
     return KeyType(code=code, variant=int(code[0]), pair=PAIR_CODES[code[1:]])
 
@@ -104,14 +170,18 @@ def check_des_key(key: bytes, error: str) -> bytes:
 
 
 class VariantLmk:
-    """A variant LMK: 20 double-length TDES pairs."""
+    """A variant LMK: 20 TDES "pairs", double-length (2-key) or triple-length (3-key).
 
-    scheme = "variant"
+    In a 3-key LMK every pair is a triple-length key; the key-type variant goes into its first
+    byte and the U/T length variant into the first byte of its second key, as for 2-key LMKs.
+    """
 
     def __init__(self, material: bytes) -> None:
-        if len(material) != VARIANT_LMK_LENGTH:
-            raise ValueError("a variant LMK is 20 pairs of 16 bytes")
-        self._pairs = [material[i * 16 : (i + 1) * 16] for i in range(LMK_PAIRS)]
+        if len(material) not in (VARIANT_LMK_LENGTH, VARIANT3_LMK_LENGTH):
+            raise ValueError("a variant LMK is 20 pairs of 16 (2-key) or 24 (3-key) bytes")
+        size = len(material) // LMK_PAIRS
+        self._pairs = [material[i * size : (i + 1) * size] for i in range(LMK_PAIRS)]
+        self.scheme = "variant" if size == 16 else "variant3"
 
     def check_value(self) -> str:
         """16-character LMK check value: 6 KCV digits of pair 00-01, then zeros (as ND shows)."""
@@ -162,6 +232,11 @@ class VariantLmk:
         return kc.tdes_decrypt(self._pairs[PIN_PAIR], _hex(field))
 
     pin_field_length = 16
+
+    def pair_key(self, pair_code: str) -> bytes:
+        """The clear key of one LMK pair (pair code as in key types: ``0C`` = 34-35, ``0D`` = 36-37),
+        for data the HSM protects under a whole pair: RSA/ECC private keys, public-key MACs."""
+        return self._pairs[PAIR_CODES[pair_code]]
 
 
 class KeyBlockLmk:
@@ -259,7 +334,7 @@ def lmk_from_components(scheme: str, components: list[bytes], lmk_id: str) -> Lm
     combined = components[0]
     for component in components[1:]:
         combined = kc.xor(combined, component)
-    if scheme == "variant":
+    if scheme in VARIANT_SCHEMES:
         return VariantLmk(kc.adjust_parity(combined))
     return KeyBlockLmk(combined, lmk_id)
 

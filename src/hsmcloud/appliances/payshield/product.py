@@ -7,8 +7,9 @@ import re
 MODEL = "payShield 10K"
 #: Base software 1.4a, firmware 1.8.3 (Azure support guide: versions below are not supported).
 FIRMWARE_VERSION = "1.4a 1.8.3"
-#: The 9-character firmware number that NC and NO return ("1.4a" + "1.8.3" without the space).
-FIRMWARE_NUMBER = "1.4a1.8.3"
+#: Part-number prefix of payShield 10K firmware numbers (a real fw 3.0a device answers NC
+#: with firmware number ``1500-0023``).
+FIRMWARE_PART = "1500"
 
 PREMIUM_PACKAGE_FEATURES = (
     "Premium Key Management",
@@ -45,3 +46,14 @@ def firmware_key(version: str) -> tuple:
 
 
 MINIMUM_FIRMWARE = FIRMWARE_VERSION
+
+
+def firmware_number(version: str) -> str:
+    """The 9-character firmware number that NC and NO return, ``NNNN-NNNN`` as on the real
+    device: the part prefix 1500, then the firmware release digits (1.8.3 -> 1803)."""
+    f1, f2, f3 = firmware_key(version)[:3]
+    return f"{FIRMWARE_PART}-{(f1 * 1000 + f2 * 100 + f3) % 10000:04d}"
+
+
+#: The firmware number of the delivered firmware (``1500-1803``).
+FIRMWARE_NUMBER = firmware_number(FIRMWARE_VERSION)

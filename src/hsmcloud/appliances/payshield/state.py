@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS device (
 );
 CREATE TABLE IF NOT EXISTS lmks (
     slot        INTEGER PRIMARY KEY,
-    scheme      TEXT NOT NULL,             -- 'variant' | 'keyblock'
+    scheme      TEXT NOT NULL,             -- 'variant' | 'variant3' | 'keyblock'
     check_value TEXT NOT NULL,
     sealed      BLOB NOT NULL,             -- nonce || AES-GCM(master key, material)
     cards       TEXT NOT NULL,             -- JSON list of the card ids that formed it

@@ -1,8 +1,10 @@
 """Cloning between partitions of one cloning domain, object fingerprints, backup and restore.
 
-A partition's cloning domain is kept as its PBKDF2 digest (``passwords.domain_digest``), the
-same on every appliance for the same domain: the **domain secret**. HKDF-SHA256 derives one
-key per purpose from it. Nothing here ever lets an object's secret out in clear:
+A partition's cloning domain is kept as a PBKDF2 **domain secret** (``passwords.domain_secret``),
+the same on every appliance for the same domain, sealed under the device key; HKDF-SHA256
+derives one key per purpose from it. The public domain identifier comes from the domain's
+digest (kept in clear for comparisons, another salt), so it gives the secret away no more than
+the digest does. Nothing here ever lets an object's secret out in clear:
 
 - the target partition makes an **offer**: a fresh X25519 public key, a random offer id, the
   target's serials and an expiry, MACed under the domain's offer key; the private half stays
@@ -190,15 +192,6 @@ def _derive(domain_secret: bytes, purpose: str, *, salt: bytes | None = None,
                 info=f"hsmcloud/luna/cloning/{purpose}/v1".encode()).derive(domain_secret + extra)
 
 
-def _domain_secret(status: PartitionStatus) -> bytes:
-    if not status.initialized or not status.domain_digest:
-        raise PartitionNotInitialized(
-            f"Partition {status.serial} ({status.name}) is not initialized: it has no cloning "
-            "domain."
-        )
-    return status.domain_digest.encode("ascii")
-
-
 def domain_id(status: PartitionStatus) -> str:
     """A public identifier of the partition's cloning domain ("" when not initialized)."""
     if not status.initialized or not status.domain_digest:
@@ -221,11 +214,13 @@ def _decode_objects(plaintext: bytes) -> list[tuple[dict[int, AttributeValue], b
             attributes = decode_attributes(entry["a"])
             if not isinstance(attributes.get(_CKA_CLASS), int):
                 raise ValueError("an object without a class")
+            if attributes.get(_CKA_TOKEN) is not True:
+                raise ValueError("a session object")
             secret = entry["s"]
             objects.append((attributes, None if secret is None else bytes.fromhex(secret)))
         return objects
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise CloneDataInvalid("The clone data decrypted but does not hold objects.") from None
+        raise CloneDataInvalid("The clone data decrypted but does not hold token objects.") from None
 
 
 def _read(data: bytes, parse: Callable[[Reader], object], what: str):
@@ -287,6 +282,24 @@ class CloningService:
                     f"{status.serial}: secret keys cannot be {what}. Nothing was changed."
                 )
 
+    def _check_replication(self, other_appliance: str) -> None:
+        """Cloning to or from another appliance needs HSM policy 16 (network replication)."""
+        if other_appliance != self._appliance_serial() and not self._hsm.policy(
+                HSM_NETWORK_REPLICATION):
+            raise CloningNotAllowed(
+                "HSM policy 16 (Allow network replication) is 0 on this appliance: it clones "
+                f"with no other appliance (here: {other_appliance}). Nothing was cloned."
+            )
+
+    def _domain_secret(self, status: PartitionStatus) -> bytes:
+        secret = self._partitions.domain_secret(status.serial, status.generation)
+        if secret is None:
+            raise CloningNotAllowed(
+                f"Partition {status.serial} ({status.name}) was initialized before this appliance "
+                "kept cloning-domain secrets: initialize it again to clone, back up or restore."
+            )
+        return secret
+
     def _status(self, serial: str, generation: int) -> PartitionStatus:
         status = self._partitions.get(serial)
         if not status.initialized:
@@ -300,7 +313,7 @@ class CloningService:
     def offer(self, serial: str, generation: int) -> bytes:
         """The target partition's one-time offer to receive cloned objects."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         if not self._hsm.policy(HSM_ALLOW_CLONING):
             raise CloningNotAllowed(
                 "HSM policy 7 (Allow cloning) is 0 on this appliance: it accepts no clones.")
@@ -330,7 +343,7 @@ class CloningService:
         if not handles or len(handles) > MAX_OBJECTS_PER_CLONE:
             raise InvalidUsage(f"Clone 1 to {MAX_OBJECTS_PER_CLONE} objects at a time.")
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         body, mac = _read(offer, lambda r: (r.bytes(), r.bytes()), "clone offer")
 
         def parse_body(r: Reader):
@@ -346,8 +359,8 @@ class CloningService:
                 f"The offer does not come from a partition in the cloning domain of partition "
                 f"{serial}: the partitions are in different cloning domains. Nothing was cloned."
             )
-        if expires <= self._clock():
-            raise CloneOfferInvalid("The clone offer has expired; ask the target for a new one.")
+        del expires  # the target, whose clock made it, enforces it at import
+        self._check_replication(target_appliance)
         records = []
         for handle in handles:
             try:
@@ -373,7 +386,7 @@ class CloningService:
     def import_blob(self, serial: str, generation: int, blob: bytes) -> list[int]:
         """Store a CLONE_EXPORT blob made for one of this partition's offers (consumed)."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         header, nonce, ciphertext = _read(blob, lambda r: (r.bytes(), r.bytes(), r.bytes()),
                                           "clone blob")
 
@@ -382,8 +395,9 @@ class CloningService:
                 raise ValueError("magic")
             return r.bytes(), r.string(), r.string(), r.string(), r.string(), r.bytes()
 
-        offer_id, _source_appliance, _source_serial, _target_appliance, target_serial, public = \
+        offer_id, source_appliance, _source_serial, _target_appliance, target_serial, public = \
             _read(header, parse_header, "clone blob")
+        self._check_replication(source_appliance)
         with self._lock:
             self._expire()
             offer = self._offers.get(offer_id)
@@ -407,9 +421,6 @@ class CloningService:
             ) from None
         objects = _decode_objects(plaintext)
         self._check_policies(status, [a for a, _ in objects], what="cloned into it")
-        for attributes, _ in objects:
-            if not attributes.get(_CKA_TOKEN):
-                raise CloneDataInvalid("A clone blob holds token objects only.")
         records, _ = self._keystore.create_many(serial, generation=generation, items=objects)
         return [r.handle for r in records]
 
@@ -427,7 +438,7 @@ class CloningService:
 
     def fingerprints(self, serial: str, generation: int) -> list[Fingerprint]:
         status = self._status(serial, generation)
-        key = _derive(_domain_secret(status), "fingerprint")
+        key = _derive(self._domain_secret(status), "fingerprint")
         return [Fingerprint(handle=r.handle, cls=int(r.attributes.get(_CKA_CLASS, 0)),
                             fingerprint=self._fingerprint(key, r.attributes, r.secret))
                 for r in self._keystore.objects(serial)]
@@ -437,7 +448,7 @@ class CloningService:
     def backup(self, serial: str, generation: int) -> bytes:
         """Every token object of the partition, as a file only its cloning domain opens."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         records = self._keystore.objects(serial)
         self._check_policies(status, [r.attributes for r in records], what="backed up")
         salt = secrets.token_bytes(_SALT_BYTES)
@@ -469,7 +480,7 @@ class CloningService:
         """Store a backup's objects the partition lacks (by fingerprint); ``replace`` destroys
         the partition's objects first. One transaction. Returns (restored, skipped)."""
         status = self._status(serial, generation)
-        secret = _domain_secret(status)
+        secret = self._domain_secret(status)
         _, header, salt, nonce, ciphertext = self.backup_header(data)
         key = _derive(_derive(secret, "backup"), "backup-file", salt=salt)
         try:

@@ -38,7 +38,7 @@ from .errors import (
     RoleNotInitialized,
 )
 from .hsm import HsmService, PolicyChange
-from .passwords import check_domain, domain_digest, verify_password
+from .passwords import check_domain, domain_digest, domain_secret, verify_password
 from .pins import hash_pin
 from .policies import (
     CLONING_POLICIES,
@@ -53,7 +53,13 @@ from .policies import (
     lookup,
 )
 from .roles import INITIALIZED_BY, PARTITION_ROLES, PARTITION_SO_LOGIN_ATTEMPTS, Role
-from .sealing import DeviceSealer, key_id, new_key
+from .sealing import (
+    HSM_DOMAIN_SECRET_AAD,
+    DeviceSealer,
+    key_id,
+    new_key,
+    partition_domain_secret_aad,
+)
 from .state import ApplianceState
 from .views import View
 
@@ -241,6 +247,24 @@ class PartitionService:
             self._keys[status.key_id] = key
         return key
 
+    def domain_secret(self, serial: str, generation: int) -> bytes | None:
+        """The partition's cloning-domain secret (None for a partition initialized before the
+        secret was kept, schema v2: it clones after it is initialized again)."""
+        status = self.get(serial)
+        if not status.initialized:
+            raise PartitionNotInitialized()
+        if status.generation != generation:
+            raise PartitionChanged()
+        rows = self._state.query(
+            "SELECT domain_secret_sealed, generation FROM partition_state WHERE serial = ?",
+            (serial,),
+        )
+        if not rows or rows[0][1] != generation:
+            raise PartitionChanged()
+        if rows[0][0] is None:
+            return None
+        return self._sealer.unseal(rows[0][0], partition_domain_secret_aad(serial, generation))
+
     def forget_keys(self) -> None:
         self._keys.clear()
         self._view.invalidate()
@@ -307,8 +331,12 @@ class PartitionService:
         if domain is not None:
             check_domain(domain)
             digest = domain_digest(domain)
+            secret: bytes | None = domain_secret(domain)
         else:
             digest = hsm.domain_digest
+            sealed_hsm = self._state.hsm_domain_secret_sealed()
+            secret = None if sealed_hsm is None else self._sealer.unseal(
+                sealed_hsm, HSM_DOMAIN_SECRET_AAD)
         if status.initialized:
             self._verify(status, Role.PARTITION_SO, so_pin, now)
             pin_hash = None
@@ -317,17 +345,23 @@ class PartitionService:
         generation = _new_generation()
         key = new_key()
         sealed = self._sealer.seal(key, partition_key_aad(serial, generation))
+        sealed_secret = None if secret is None else self._sealer.seal(
+            secret, partition_domain_secret_aad(serial, generation))
         with self._state.transaction() as db:
             self._require(db, serial, status.generation)
             self._clear(db, serial, keep_po=status.initialized)
             db.execute(
-                "INSERT INTO partition_state (serial, initialized, label, domain_digest, generation,"
-                " key_sealed, key_id, initialized_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO partition_state (serial, initialized, label, domain_digest,"
+                " domain_secret_sealed, generation, key_sealed, key_id, initialized_at)"
+                " VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (serial) DO UPDATE SET initialized = 1, label = excluded.label,"
-                " domain_digest = excluded.domain_digest, generation = excluded.generation,"
+                " domain_digest = excluded.domain_digest,"
+                " domain_secret_sealed = excluded.domain_secret_sealed,"
+                " generation = excluded.generation,"
                 " key_sealed = excluded.key_sealed, key_id = excluded.key_id,"
                 " initialized_at = excluded.initialized_at",
-                (serial, label, digest, generation, sealed, key_id(key), stored(now or self._clock())),
+                (serial, label, digest, sealed_secret, generation, sealed, key_id(key),
+                 stored(now or self._clock())),
             )
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('device_key_used', '1')")
             if pin_hash is not None:
@@ -366,6 +400,7 @@ class PartitionService:
         self._clear(db, serial, keep_po=False)
         db.execute(
             "UPDATE partition_state SET initialized = 0, label = NULL, domain_digest = NULL,"
+            " domain_secret_sealed = NULL,"
             " generation = ?, key_sealed = NULL, key_id = NULL, initialized_at = NULL"
             " WHERE serial = ?",
             (_new_generation(), serial),

@@ -28,6 +28,9 @@ _KEY_BYTES = 32
 #: the same domain produce the same digest on every device, so devices can be compared
 #: (HA, cloning) without storing the domain itself.
 _DOMAIN_SALT = b"hsmcloud/luna/cloning-domain/v1"
+#: The domain's secret (the key cloning and backups are derived from) uses another salt, so the
+#: digest, kept in clear for comparisons, does not give it away; the secret is kept sealed.
+_DOMAIN_SECRET_SALT = b"hsmcloud/luna/cloning-domain-secret/v1"
 
 ADMIN_PASSWORD_MIN_LENGTH = 8
 ADMIN_PASSWORD_MAX_LENGTH = 255
@@ -95,6 +98,14 @@ def domain_digest(domain: str) -> str:
     """Digest of a cloning domain, identical on every device for the same domain."""
     key = hashlib.pbkdf2_hmac("sha256", domain.encode("utf-8"), _DOMAIN_SALT, 100_000)
     return "pbkdf2-sha256$" + _b64(key)
+
+
+def domain_secret(domain: str) -> bytes:
+    """The cloning domain's shared secret, identical on every device for the same domain.
+
+    Stored only sealed under the device key (``sealing.py``); cloning and backup keys are
+    derived from it (``cloning.py``)."""
+    return hashlib.pbkdf2_hmac("sha256", domain.encode("utf-8"), _DOMAIN_SECRET_SALT, 100_000)
 
 
 def character_classes(password: str) -> int:

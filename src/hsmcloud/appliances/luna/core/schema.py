@@ -1,4 +1,4 @@
-"""State schema v2: the tables issue 7 added (policies, Auditor, partition roles, keystore, NTLS
+"""State schema v3 (v2 plus the sealed cloning-domain secrets of issue 9): the tables issue 7 added (policies, Auditor, partition roles, keystore, NTLS
 clients, the admin's files), and the migration from v1.
 
 v1 had placeholder ``objects`` and ``client_certificates`` tables that no command ever wrote;
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .errors import StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 V2_SCHEMA = """
 CREATE TABLE IF NOT EXISTS hsm_policies (
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS partition_state (
     initialized    INTEGER NOT NULL,
     label          TEXT,
     domain_digest  TEXT,
+    domain_secret_sealed BLOB,         -- the cloning domain's secret, sealed under the device key
     -- random, new at every init and zeroization: ends logins and sessions, binds sealed objects
     generation     INTEGER NOT NULL,
     key_sealed     BLOB,               -- the partition key, sealed under the device key
@@ -118,6 +119,8 @@ def migrate(db: sqlite3.Connection, found_version: int) -> None:
     """Bring a state of ``found_version`` to :data:`SCHEMA_VERSION` (inside the open transaction)."""
     if found_version < 2:
         _v1_to_v2(db)
+    if found_version < 3:
+        _v2_to_v3(db)
 
 
 def _table_exists(db: sqlite3.Connection, name: str) -> bool:
@@ -151,6 +154,19 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
                 (name, hostname, pem, fingerprint(der), registered_at),
             )
         db.execute("DROP TABLE client_certificates")
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str, declaration: str) -> None:
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
+    if column not in columns:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    """v3 keeps each cloning domain's secret sealed (issue 9). A v2 HSM or partition has only
+    the domain's digest: it clones and backs up after it is initialized again."""
+    _add_column(db, "hsm", "domain_secret_sealed", "BLOB")
+    _add_column(db, "partition_state", "domain_secret_sealed", "BLOB")
 
 
 def wipe_tenant_tables(db: sqlite3.Connection) -> None:

@@ -29,6 +29,14 @@ KEY_BYTES = 32
 _NONCE_BYTES = 12
 
 
+#: Additional data of the HSM's sealed cloning-domain secret.
+HSM_DOMAIN_SECRET_AAD = b"hsmcloud/luna/hsm-domain-secret/v1"
+
+
+def partition_domain_secret_aad(serial: str, generation: int) -> bytes:
+    return b"hsmcloud/luna/partition-domain-secret/v1\0" + f"{serial}\0{generation}".encode()
+
+
 def key_id(key: bytes) -> str:
     """A public identifier of a key (never the key): the first 16 bytes of its SHA-256, hex."""
     return hashlib.sha256(b"hsmcloud/luna/key-id/v1" + key).hexdigest()[:32]

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS hsm (
     initialized      INTEGER NOT NULL,
     label            TEXT,
     domain_digest    TEXT,
+    domain_secret_sealed BLOB,         -- the cloning domain's secret, sealed under the device key
     so_password_hash TEXT,
     failed_so_logins INTEGER NOT NULL,
     -- bumped whenever the HSM SO identity changes (init, zeroize, reset): ends SO logins
@@ -261,6 +262,11 @@ class ApplianceState(SqliteState):
 
     # -- HSM ----------------------------------------------------------------------------
 
+    def hsm_domain_secret_sealed(self) -> bytes | None:
+        """The HSM's cloning domain secret, sealed (None: not initialized, or before v3)."""
+        rows = self._read("SELECT domain_secret_sealed FROM hsm WHERE id = 1")
+        return None if not rows or rows[0][0] is None else bytes(rows[0][0])
+
     def hsm(self) -> HsmRecord:
         (row,) = self._read(
             "SELECT initialized, label, domain_digest, so_password_hash, failed_so_logins,"
@@ -275,7 +281,8 @@ class ApplianceState(SqliteState):
             generation=row[5],
         )
 
-    def hard_init(self, *, label: str, domain_digest: str, so_password_hash: str) -> int:
+    def hard_init(self, *, label: str, domain_digest: str, so_password_hash: str,
+                  domain_secret_sealed: bytes | None = None) -> int:
         """Initialize a zeroized HSM: new SO, label and cloning domain. Returns the generation."""
         with self._transaction() as db:
             (initialized,) = db.execute("SELECT initialized FROM hsm WHERE id = 1").fetchone()
@@ -284,10 +291,13 @@ class ApplianceState(SqliteState):
             db.execute("DELETE FROM partitions")
             db.execute(
                 "UPDATE hsm SET initialized = 1, label = ?, domain_digest = ?,"
-                " so_password_hash = ?, failed_so_logins = 0, generation = generation + 1,"
-                " initialized_at = ? WHERE id = 1",
-                (label, domain_digest, so_password_hash, _now()),
+                " domain_secret_sealed = ?, so_password_hash = ?, failed_so_logins = 0,"
+                " generation = generation + 1, initialized_at = ? WHERE id = 1",
+                (label, domain_digest, domain_secret_sealed, so_password_hash, _now()),
             )
+            if domain_secret_sealed is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('device_key_used', '1')")
             return db.execute("SELECT generation FROM hsm WHERE id = 1").fetchone()[0]
 
     def soft_init(self, *, label: str, generation: int) -> None:
@@ -309,6 +319,7 @@ class ApplianceState(SqliteState):
         db.execute("DELETE FROM partitions")
         db.execute(
             "UPDATE hsm SET initialized = 0, label = NULL, domain_digest = NULL,"
+            " domain_secret_sealed = NULL,"
             " so_password_hash = NULL, failed_so_logins = 0, generation = generation + 1,"
             " initialized_at = NULL, zeroized_at = ? WHERE id = 1",
             (_now(),),

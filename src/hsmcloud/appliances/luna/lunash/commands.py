@@ -16,9 +16,11 @@ from ..core.passwords import (
     check_domain,
     check_so_password,
     domain_digest,
+    domain_secret,
     hash_password_async,
     verify_password_async,
 )
+from ..core.sealing import HSM_DOMAIN_SECRET_AAD
 from ..core.product import (
     FIRMWARE_VERSION,
     HSM_LABEL_MAX_LENGTH,
@@ -102,7 +104,9 @@ async def hsm_init(inv: Invocation) -> None:
     check_domain(domain)
     so_hash = await hash_password_async(password)
     digest = await asyncio.to_thread(domain_digest, domain)
-    inv.state.hard_init(label=label, domain_digest=digest, so_password_hash=so_hash)
+    secret = await asyncio.to_thread(domain_secret, domain)
+    inv.state.hard_init(label=label, domain_digest=digest, so_password_hash=so_hash,
+                        domain_secret_sealed=inv.core.sealer.seal(secret, HSM_DOMAIN_SECRET_AAD))
     inv.session.so_logout()
     inv.out(f"'hsm init' successful: the HSM is initialized with label '{label}'.")
     inv.out("Log in as the HSM SO with: hsm login")

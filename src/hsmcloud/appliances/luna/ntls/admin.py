@@ -114,6 +114,12 @@ class AdminActions:
                 "roles": self._roles(status)}
         if status.initialized:
             info["objects"] = self.core.keystore.count(status.serial)
+        cloning = self.core.cloning.info(status.serial)
+        info["cloning"] = {"domain_id": cloning.domain_id,
+                           "private_key_cloning": cloning.private_key_cloning,
+                           "secret_key_cloning": cloning.secret_key_cloning,
+                           "hsm_allow_cloning": cloning.hsm_allow_cloning,
+                           "hsm_network_replication": cloning.hsm_network_replication}
         return info
 
     def partition_showpolicies(self, app: Application, body: dict) -> dict:

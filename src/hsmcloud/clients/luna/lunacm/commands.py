@@ -10,6 +10,8 @@ from hsmcloud.shellgrammar import Command, Flag, Group
 
 ROLE_NAMES = {"po": "Partition SO", "so": "Partition SO", "co": "Crypto Officer", "cu": "Crypto User"}
 _FORCE = Flag(name="force", takes_value=False, help="do not ask to type 'proceed'")
+#: Objects per CLONE_EXPORT (the appliance takes at most 256).
+CLONE_BATCH = 256
 
 
 def _role(inv: Invocation) -> str:
@@ -126,6 +128,30 @@ def partition_restore(inv: Invocation) -> None:
             + (f"; {skipped} already present were skipped." if skipped else "."))
 
 
+def partition_clone(inv: Invocation) -> None:
+    """Clone token objects from the current slot's partition to another slot's (CO on both)."""
+    source = inv.shell.require_slot()
+    raw_target = inv.value("slot") or ""
+    if not raw_target.isdigit():
+        raise LunaCmError(f"-slot takes the target slot's number, not '{raw_target}'.")
+    target = int(raw_target)
+    if target == source:
+        raise LunaCmError("The target slot is the current slot: choose another one (slot list).")
+    backend = inv.shell.backend
+    wanted = (inv.value("objects") or "all").strip().lower()
+    if wanted in ("all", "0"):
+        handles = [f.handle for f in backend.object_fingerprints(source)]
+    else:
+        parts = [p.strip() for p in wanted.split(",")]
+        if not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise LunaCmError("-objects takes 'all' (or 0) or a comma-separated list of object handles.")
+        handles = [int(p) for p in parts]
+    cloned = []
+    for start in range(0, len(handles), CLONE_BATCH):
+        cloned += backend.clone_objects(source, target, handles[start:start + CLONE_BATCH])
+    inv.out(f"Cloned {len(cloned)} object(s) from slot {source} to slot {target}.")
+
+
 # ---- role ----------------------------------------------------------------------------------------
 
 def role_login(inv: Invocation) -> None:
@@ -213,7 +239,7 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
                 flags=(Flag(name="slot", metavar="id", required=True, help="slot ID"),)),
     )),
     Group(name="partition", summary="The current slot's partition: init, showinfo, showpolicies, changepolicy, "
-                                    "backup, restore",
+                                    "clone, backup, restore",
           children=(
               Command(name="init", summary="Initialize the partition (sets the Partition SO password)",
                       handler=partition_init,
@@ -224,6 +250,13 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
                                   help="cloning domain (default: the HSM's)"), _FORCE),
                       details="Re-initializing needs the current Partition SO password and destroys every object."),
               Command(name="showinfo", summary="Show the partition's state", handler=partition_showinfo),
+              Command(name="clone", summary="Clone objects to another slot's partition (Crypto Officer on both)",
+                      handler=partition_clone,
+                      flags=(Flag(name="slot", metavar="id", required=True, help="target slot"),
+                             Flag(name="objects", metavar="all|h[,h...]",
+                                  help="object handles to clone (default: all token objects)")),
+                      details="Both partitions must be in the same cloning domain, with HSM policy 7 and "
+                              "partition policies 0/4 at 1; keys travel encrypted between the appliances."),
               Command(name="backup", summary="Back the partition up to a file on this host (Crypto Officer)",
                       handler=partition_backup,
                       flags=(Flag(name="file", metavar="path", required=True, help="backup file to write (0600)"),
