@@ -5,6 +5,7 @@
  *     p11_ha MODULE outage SLOT THREADS    signing loop across a member's death and return
  *     p11_ha MODULE count SLOT PREFIX      how many token objects labelled PREFIX* the slot has
  *     p11_ha MODULE slots                  the slot list and token labels
+ *     p11_ha MODULE find-sign SLOT LABEL N finds the private key LABEL and signs N times with it
  *     p11_ha MODULE rate SLOT THREADS SECONDS   RSA-2048 signatures per second
  *     p11_ha MODULE failover SLOT THREADS  signing while a member dies: prints "ready", reads
  *                                          "killed T" (T: the kill, Unix time in ms), then reports
@@ -232,6 +233,27 @@ static int count(const char *prefix)
     return 0;
 }
 
+static int find_sign(const char *label, int n)
+{
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE key;
+    CK_ULONG found = 0;
+    if (setup(&s))
+        return 1;
+    if (p11->C_FindObjectsInit(s, t, 2) != CKR_OK || p11->C_FindObjects(s, &key, 1, &found) != CKR_OK ||
+        p11->C_FindObjectsFinal(s) != CKR_OK || found != 1) {
+        printf("FAIL find %s\n", label);
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        sign_verify(s, 0, key, 0);
+    p11->C_Finalize(NULL);
+    printf("signed=%ld failed=%ld\n", signatures, failed);
+    return failed != 0;
+}
+
 static int slots(void)
 {
     CK_SLOT_ID list[64];
@@ -405,6 +427,8 @@ int main(int argc, char **argv)
         return outage(atoi(argv[4]));
     if (!strcmp(argv[2], "count") && argc > 4)
         return count(argv[4]);
+    if (!strcmp(argv[2], "find-sign") && argc > 5)
+        return find_sign(argv[4], atoi(argv[5]));
     if (!strcmp(argv[2], "slots"))
         return slots();
     if (!strcmp(argv[2], "failover") && argc > 4)

@@ -202,6 +202,12 @@ def test_signing_goes_on_through_a_member_death_and_hagroup_recover_brings_it_ba
     listing = lunacm(conf, monkeypatch, f"role login -name co -password {CO_PIN}", "slot set -slot 1",
                      f"role login -name co -password {CO_PIN}", "hagroup listgroups")
     assert listing.count("alive") == 2 and "Needs sync:  no" in listing, listing
+    # another application finds a key and signs: both members serve it (matched on the second)
+    log2 = tmp_path / "p11-2.log"
+    signed = run([p11_ha, module_path(), "find-sign", HA_SLOT, "outage-0", "12"],
+                 library_env(conf=conf, log=log2, HSMCLOUD_TEST_CO_PIN=CO_PIN))
+    assert signed.returncode == 0 and "signed=12 failed=0" in signed.stdout, signed.stdout + signed.stderr
+    assert "an object found on member app1 matched on member app1" in log2.read_text()
 
 
 @pytest.mark.soak

@@ -368,6 +368,16 @@ void ha_obj_remove(ha_group *g, CK_OBJECT_HANDLE vh)
     hc_unlock(g->lock);
 }
 
+void ha_obj_reset_absent(ha_group *g, size_t k)
+{
+    hc_lock(g->lock);
+    for (size_t b = 0; b < HA_OBJECT_BUCKETS; b++)
+        for (ha_object *o = g->objs[b]; o != NULL; o = o->next)
+            if (o->mh[k] == HA_ABSENT)
+                o->mh[k] = 0;
+    hc_unlock(g->lock);
+}
+
 void ha_obj_remove_owned(ha_group *g, CK_SESSION_HANDLE owner)
 {
     hc_lock(g->lock);
@@ -395,7 +405,7 @@ size_t ha_obj_missing_on(ha_group *g, size_t k, CK_OBJECT_HANDLE *vhs, size_t ma
     hc_lock(g->lock);
     for (size_t b = 0; b < HA_OBJECT_BUCKETS && n < max; b++)
         for (ha_object *o = g->objs[b]; o != NULL && n < max; o = o->next)
-            if (o->token && o->mh[k] == 0)
+            if (o->token && (o->mh[k] == 0 || o->mh[k] == HA_ABSENT))
                 vhs[n++] = o->vh;
     hc_unlock(g->lock);
     return n;
@@ -432,8 +442,8 @@ int ha_member_alive(ha_group *g, size_t k)
 }
 
 /* The member to use: alive, not in `tried`, active members before standby ones (standby only if
- * no active member is alive), having every object of `need` (or, when `need_known` is 0, not
- * known to lack one), fewest outstanding calls, ties in turn. -1: none. */
+ * no active member is alive), not known to lack an object of `need` (a second pass takes those
+ * too), fewest outstanding calls, ties in turn. -1: none. */
 int ha_pick(ha_group *g, const CK_OBJECT_HANDLE *need, size_t nneed, unsigned long long tried)
 {
     int best = -1;
@@ -454,8 +464,8 @@ int ha_pick(ha_group *g, const CK_OBJECT_HANDLE *need, size_t nneed, unsigned lo
                 continue;
             for (size_t j = 0; ok && j < nneed; j++) {
                 ha_object *o = obj_find_locked(g, need[j]);
-                if (o != NULL && o->mh[k] == 0 && pass == 0)
-                    ok = 0; /* first pass: only members known to have the objects */
+                if (o != NULL && o->mh[k] == HA_ABSENT && pass == 0)
+                    ok = 0; /* first pass: not the members known to lack them */
             }
             if (!ok)
                 continue;
@@ -642,7 +652,7 @@ CK_RV ha_send(ha_session *s, size_t k, ha_req *q, hc_response *resp)
         hc_put_bytes_raw(&req, q->body.data + HC_FRAME_HEADER, q->body.len - HC_FRAME_HEADER);
         for (size_t i = 0; i < q->nh && !req.failed; i++) {
             CK_OBJECT_HANDLE mh = ha_obj_member_handle(g, q->hv[i], k);
-            if (mh == 0 && q->hv[i] != 0) {
+            if ((mh == 0 || mh == HA_ABSENT) && q->hv[i] != 0) {
                 if (!ha_obj_exists(g, q->hv[i])) {
                     hc_buf_free(&req);
                     return CKR_OBJECT_HANDLE_INVALID;
@@ -725,7 +735,7 @@ CK_OBJECT_HANDLE ha_resolve(ha_session *s, CK_OBJECT_HANDLE vh, size_t k)
     hc_lock(g->lock);
     ha_object *o = obj_find_locked(g, vh);
     for (size_t j = 0; o != NULL && j < g->n && source < 0; j++)
-        if (j != k && g->m[j].alive && o->mh[j] != 0)
+        if (j != k && g->m[j].alive && o->mh[j] != 0 && o->mh[j] != HA_ABSENT)
             source = (int)j;
     CK_OBJECT_HANDLE sh = source >= 0 ? o->mh[source] : 0;
     hc_unlock(g->lock);
@@ -799,8 +809,13 @@ CK_OBJECT_HANDLE ha_resolve(ha_session *s, CK_OBJECT_HANDLE vh, size_t k)
             hc_response_free(&resp);
         hc_buf_free(&req);
     }
-    if (found != 0)
+    if (found != 0) {
         ha_obj_set_member_handle(g, vh, k, found);
+        hc_log("HA group %s: an object found on member %s matched on member %s", g->name,
+               g->m[source].slot->partition, g->m[k].slot->partition);
+    } else if (source >= 0) {
+        ha_obj_set_member_handle(g, vh, k, HA_ABSENT);
+    }
 out:
     (void)none;
     free(label);
@@ -924,6 +939,7 @@ void ha_maybe_recover(ha_group *g)
         size_t k = todo[i];
         CK_RV rv = recover_member(g, k);
         if (rv == CKR_OK) {
+            ha_obj_reset_absent(g, k);
             hc_lock(g->lock);
             g->m[k].alive = 1;
             g->m[k].attempts = 0;

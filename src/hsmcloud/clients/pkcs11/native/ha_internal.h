@@ -20,6 +20,8 @@
 /* Private results, never returned to the application. */
 #define HA_MEMBER_FAILED 0xC0DE0001UL /* the member was dropped: try another */
 #define HA_NO_HANDLE 0xC0DE0002UL     /* the member lacks an object the call needs */
+/* A member handle meaning "looked for there, not found" (0: not known yet). */
+#define HA_ABSENT (~(CK_OBJECT_HANDLE)0)
 
 typedef struct ha_member {
     hc_slot *slot;
@@ -136,6 +138,8 @@ CK_OBJECT_HANDLE ha_obj_from_member(ha_group *g, size_t k, CK_OBJECT_HANDLE h);
 /* The virtual handle whose member-k handle is h, or 0. */
 CK_OBJECT_HANDLE ha_obj_find_by_member(ha_group *g, size_t k, CK_OBJECT_HANDLE h);
 void ha_obj_remove(ha_group *g, CK_OBJECT_HANDLE vh);
+/* Forgets every "not found on member k" (it returned: it may have them now). */
+void ha_obj_reset_absent(ha_group *g, size_t k);
 void ha_obj_remove_owned(ha_group *g, CK_SESSION_HANDLE owner);
 size_t ha_obj_missing_on(ha_group *g, size_t k, CK_OBJECT_HANDLE *vhs, size_t max);
 

@@ -108,7 +108,7 @@ CK_RV ha_replicate_object(ha_session *s, CK_OBJECT_HANDLE vh, size_t from, size_
     if (!token)
         return CKR_OK; /* a session object lives on the member that made it */
     src = ha_obj_member_handle(g, vh, from);
-    if (src == 0)
+    if (src == 0 || src == HA_ABSENT)
         return CKR_OBJECT_HANDLE_INVALID;
     CK_RV rv = clone_batch(s, from, to, &src, 1, &dst);
     if (rv == CKR_OK)
@@ -187,7 +187,8 @@ static CK_RV sync_from(ha_session *s, size_t j, size_t k, size_t *cloned)
             const fingerprint *there = find_fp(fk, nk, fj[i].fp);
             if (there != NULL) {
                 CK_OBJECT_HANDLE vh = ha_obj_find_by_member(g, j, fj[i].handle);
-                if (vh != 0 && ha_obj_member_handle(g, vh, k) == 0)
+                CK_OBJECT_HANDLE known = vh != 0 ? ha_obj_member_handle(g, vh, k) : 0;
+                if (vh != 0 && (known == 0 || known == HA_ABSENT))
                     ha_obj_set_member_handle(g, vh, k, there->handle);
                 continue;
             }
