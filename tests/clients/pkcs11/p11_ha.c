@@ -6,6 +6,7 @@
  *     p11_ha MODULE count SLOT PREFIX      how many token objects labelled PREFIX* the slot has
  *     p11_ha MODULE slots                  the slot list and token labels
  *     p11_ha MODULE find-sign SLOT LABEL N finds the private key LABEL and signs N times with it
+ *     p11_ha MODULE gen SLOT LABEL         generates an RSA-2048 token key pair LABEL
  *     p11_ha MODULE rate SLOT THREADS SECONDS   RSA-2048 signatures per second
  *     p11_ha MODULE failover SLOT THREADS  signing while a member dies: prints "ready", reads
  *                                          "killed T" (T: the kill, Unix time in ms), then reports
@@ -254,6 +255,18 @@ static int find_sign(const char *label, int n)
     return failed != 0;
 }
 
+static int gen(const char *label)
+{
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE pub, priv;
+    if (setup(&s))
+        return 1;
+    CK_RV rv = rsa_pair(s, label, &pub, &priv);
+    p11->C_Finalize(NULL);
+    printf("gen rv=0x%lx\n", (unsigned long)rv);
+    return rv != CKR_OK;
+}
+
 static int slots(void)
 {
     CK_SLOT_ID list[64];
@@ -292,6 +305,8 @@ static double real_ms(void)
     return t.tv_sec * 1000.0 + t.tv_nsec / 1e6;
 }
 
+static int sessions_open; /* __atomic */
+
 typedef struct recorder {
     call_record rec[RECORDS];
     size_t n;
@@ -308,6 +323,7 @@ static void *recording_signer(void *arg)
         fail("C_OpenSession (thread)", rv);
         return NULL;
     }
+    __atomic_add_fetch(&sessions_open, 1, __ATOMIC_SEQ_CST);
     while (!stop_threads) {
         CK_ULONG len = sizeof sig;
         call_record *c = &r->rec[r->n % RECORDS];
@@ -343,12 +359,14 @@ static int failover(int threads)
     }
     for (int i = 0; i < threads; i++)
         pthread_create(&tid[i], NULL, recording_signer, &rec[i]);
-    usleep(500000);
+    while (__atomic_load_n(&sessions_open, __ATOMIC_SEQ_CST) < threads && failed == 0)
+        usleep(10000);
+    usleep(300000);
     printf("ready\n");
     fflush(stdout);
     if (fgets(line, sizeof line, stdin) == NULL || sscanf(line, "killed %lf", &t_kill) != 1)
         return 1;
-    usleep(2000000);
+    usleep(3500000);
     stop_threads = 1;
     for (int i = 0; i < threads; i++)
         pthread_join(tid[i], NULL);
@@ -429,6 +447,8 @@ int main(int argc, char **argv)
         return count(argv[4]);
     if (!strcmp(argv[2], "find-sign") && argc > 5)
         return find_sign(argv[4], atoi(argv[5]));
+    if (!strcmp(argv[2], "gen") && argc > 4)
+        return gen(argv[4]);
     if (!strcmp(argv[2], "slots"))
         return slots();
     if (!strcmp(argv[2], "failover") && argc > 4)

@@ -7,6 +7,7 @@ Debian packages: gcc, libssl-dev (the C test program).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -79,9 +80,9 @@ class Pair:
         self.second = start_appliance(tmp / "b", partitions=[("app1", True)], client=self.first.client)
         self.revived: list[subprocess.Popen] = []
 
-    def conf(self, path: Path) -> Path:
+    def conf(self, path: Path, receive_timeout: int | None = None) -> Path:
         """A client configuration of its own for a test (its HA groups are its own)."""
-        return write_config(path, client=self.first.client,
+        return write_config(path, client=self.first.client, receive_timeout=receive_timeout,
                             servers=[ServerEntry(name="A", address="127.0.0.1", port=self.first.port,
                                                  certificate=self.first.server_pem),
                                      ServerEntry(name="B", address="127.0.0.1", port=self.second.port,
@@ -210,6 +211,36 @@ def test_signing_goes_on_through_a_member_death_and_hagroup_recover_brings_it_ba
     assert "an object found on member app1 matched on member app1" in log2.read_text()
 
 
+def test_a_standby_member_does_no_cryptography_while_an_active_member_is_alive(p11_ha, appliances, tmp_path,
+                                                                              monkeypatch):
+    second = appliances.second
+    conf = appliances.conf(tmp_path / "ha.conf", receive_timeout=2)
+    make_group(conf, monkeypatch, "hagroup addstandby -group grp -slot 1")
+    log = tmp_path / "p11.log"
+    proc = subprocess.Popen([str(p11_ha), str(module_path()), "failover", HA_SLOT, "4"],
+                            env=library_env(conf=conf, log=log, HSMCLOUD_TEST_CO_PIN=CO_PIN),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = appliances.revived[-1] if appliances.revived else second.process
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        # the standby freezes while the threads sign: a call sent there would get no answer within
+        # the 2-second receive timeout, and the member would be dropped
+        process.send_signal(signal.SIGSTOP)
+        try:
+            proc.stdin.write(f"killed {time.time() * 1000:.3f}\n")
+            proc.stdin.flush()
+            time.sleep(3)
+        finally:
+            process.send_signal(signal.SIGCONT)  # before the sessions close (that reaches every member)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "failed=0" in out, out + err
+    assert int(out.split("signatures=")[1].split()[0]) > 0
+    assert "dropped" not in log.read_text()
+
+
 @pytest.mark.soak
 def test_no_memory_error_or_leak_under_address_sanitizer_through_a_failover(appliances, pair, tmp_path,
                                                                             monkeypatch):
@@ -248,9 +279,17 @@ def test_auto_recovery_with_a_retry_count_brings_the_member_back_on_application_
     assert count(p11_ha, conf, "1", "outage-") >= 3
 
 
-def test_members_with_conflicting_cloning_settings_refuse_to_synchronize(pair, monkeypatch):
+def test_synchronize_copies_what_a_member_lacks_and_refuses_conflicting_cloning_settings(p11_ha, pair,
+                                                                                        monkeypatch):
     first, second, conf = pair
     make_group(conf, monkeypatch)
+    env = library_env(conf=conf, HSMCLOUD_TEST_CO_PIN=CO_PIN)
+    made = run([p11_ha, module_path(), "gen", "0", "only-on-a"], env)  # physical slot: not replicated
+    assert "gen rv=0x0" in made.stdout, made.stdout + made.stderr
+    assert count(p11_ha, conf, "1", "only-on-a") == 0
+    synced = lunacm(conf, monkeypatch, f"hagroup synchronize -group grp -password {CO_PIN}")
+    assert "Synchronization completed: 2 object(s) copied" in synced, synced
+    assert count(p11_ha, conf, "1", "only-on-a") == 1
     lunacm(conf, monkeypatch, "slot set -slot 1", f"role login -name po -password {PO_PIN}",
            "partition changepolicy -policy 0 -value 0")
     out = lunacm(conf, monkeypatch, f"hagroup synchronize -group grp -password {CO_PIN}", ok=False)
