@@ -167,7 +167,8 @@ def test_hagroup_settings_are_kept_in_the_client_configuration_and_bad_input_cha
     assert conf.read_text() == before
     lunacm(conf, monkeypatch, "hagroup addstandby -group grp -slot 1")
     assert client_config.load(conf).hagroup("grp").standby == ["B/app1"]
-    listing = lunacm(conf, monkeypatch, "hagroup listgroups")
+    listing = lunacm(conf, monkeypatch, "hagroup listgroups", "slot list")
+    assert "HA Virtual Card Slot" in listing and "HA Virtual Slot Id ->   0" in listing, listing
     assert "HA auto recovery: enabled" in listing and "Maximum auto recovery retry: 5" in listing
     assert "Auto recovery poll interval: 120 seconds" in listing and "Only Show HA Slots: yes" in listing
     lunacm(conf, monkeypatch, "hagroup deletegroup -label grp")

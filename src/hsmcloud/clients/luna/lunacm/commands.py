@@ -41,6 +41,15 @@ def slot_list(inv: Invocation) -> None:
         for key, value in rows:
             inv.out(f"\t{key + ' ->':<24}{value}")
         inv.out()
+    cfg = getattr(inv.shell.backend, "cfg", None)
+    for index, group in enumerate(cfg.hagroups.values() if cfg is not None else ()):
+        # the library's virtual slot of each HA group (LunaCM itself works on the physical slots)
+        rows = [("HA Virtual Slot Id", (0 if cfg.ha_only else len(slots)) + index), ("Label", group.name),
+                ("Serial Number", group.serial), ("Slot Description", "HA Virtual Card Slot"),
+                ("Members", ", ".join(group.members))]
+        for key, value in rows:
+            inv.out(f"\t{key + ' ->':<24}{value}")
+        inv.out()
 
 
 def slot_set(inv: Invocation) -> None:

@@ -638,6 +638,9 @@ CK_RV ha_send(ha_session *s, size_t k, ha_req *q, hc_response *resp)
         }
         if (rv == CKR_SESSION_HANDLE_INVALID)
             continue;
+        if (rv != CKR_OK && rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && rv != CKR_PIN_EXPIRED &&
+            rv != CKR_USER_PIN_NOT_INITIALIZED && rv != CKR_USER_NOT_LOGGED_IN)
+            return rv; /* the member refuses to open a session (its answer, e.g. CKR_SESSION_COUNT) */
         if (rv != CKR_OK) {
             /* the member refuses our login (a different PIN, locked): it cannot serve the group */
             char text[96];
@@ -686,7 +689,9 @@ CK_RV ha_send(ha_session *s, size_t k, ha_req *q, hc_response *resp)
         }
         return CKR_OK;
     }
-    return rv == CKR_OK ? CKR_DEVICE_ERROR : rv;
+    /* its sessions kept vanishing under us: the member cannot serve this session */
+    ha_member_down(g, k, "its sessions were lost twice in a row");
+    return HA_MEMBER_FAILED;
 }
 
 /* A call that any member may answer: balanced, failing over. On CKR_OK *member is the member
