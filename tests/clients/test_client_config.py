@@ -170,3 +170,53 @@ def test_config_show_flags_an_expired_client_certificate(home):
     client_config.save(cfg)
     shown = json.loads(ok("client", "config", "show", "--json").stdout)
     assert shown["client"]["problem"].startswith("expired")
+
+
+HA_TEXT = """[client]
+ha_only = yes
+[server a]
+address = 127.0.0.1
+certificate = a.pem
+[server b]
+address = 127.0.0.2
+certificate = b.pem
+[slot]
+server = a
+partition = app1
+[slot]
+server = b
+partition = app1
+[hagroup prod]
+serial = 1154700001001
+members = a/app1, b/app1
+standby = b/app1
+retry_count = -1
+interval_seconds = 120
+"""
+
+
+def test_ha_groups_round_trip_and_their_members_must_be_slots(tmp_path):
+    cfg = client_config.parse(HA_TEXT)
+    group = cfg.hagroup("PROD")
+    assert (cfg.ha_only, group.members, group.standby, group.retry_count, group.interval_seconds,
+            group.recovery_request) == (True, ["a/app1", "b/app1"], ["b/app1"], -1, 120, 0)
+    again = client_config.parse(cfg.render())
+    assert again.hagroups == cfg.hagroups and again.ha_only
+    for bad, message in ((HA_TEXT.replace("b/app1, ", "b/app1, c/app9, ").replace("members = a/app1, b/app1",
+                                                                                   "members = a/app1, c/app9"),
+                          "not a [slot]"),
+                         (HA_TEXT.replace("interval_seconds = 120", "interval_seconds = 30"), "60 to 1200"),
+                         (HA_TEXT.replace("retry_count = -1", "retry_count = -2"), "retry_count"),
+                         (HA_TEXT.replace("standby = b/app1", "standby = a/app2"), "not a [slot]")):
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            client_config.parse(bad)
+
+
+def test_a_slot_in_an_ha_group_cannot_be_removed(tmp_path):
+    cfg = client_config.parse(HA_TEXT)
+    with pytest.raises(ConfigError) as exc:
+        cfg.remove_slot(1)
+    assert exc.value.code == "SlotInHAGroup" and len(cfg.slots) == 2
+    with pytest.raises(ConfigError):
+        cfg.remove_server("a")
+    assert set(cfg.servers) == {"a", "b"}

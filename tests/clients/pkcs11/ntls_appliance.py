@@ -12,6 +12,8 @@ to every partition marked "assigned". Prints one JSON line ({"port", "server_pem
 then serves until its standard input closes, and exits. A line "revoke NAME" on standard input
 revokes the client's assignment of partition NAME (as `client revokePartition` does) and answers
 "done".
+With "resume": true (and "ntls_port") it starts again from an existing state_dir, initializing
+nothing: an appliance that was killed comes back with its keys, on the same port.
 """
 from __future__ import annotations
 
@@ -69,11 +71,20 @@ def partition_name(spec: dict, serial: str) -> str:
 async def main() -> None:
     spec = json.loads(sys.argv[1])
     appliance = LunaAppliance(ApplianceConfig(serial=APPLIANCE_SERIAL, state_dir=Path(spec["state_dir"]),
-                                              address="127.0.0.1", ssh_port=0, mgmt_port=0, ntls_port=0,
+                                              address="127.0.0.1", ssh_port=0, mgmt_port=0,
+                                              ntls_port=spec.get("ntls_port", 0),
                                               mgmt_token=secrets.token_urlsafe(16)))
     await appliance.start()
     try:
         core = appliance.core
+        if spec.get("resume"):
+            serials = {p["name"]: core.partitions.by_name(p["name"]).serial for p in spec["partitions"]}
+            server_pem = Path(spec["state_dir"]) / "server.pem"
+            print(json.dumps({"port": appliance.ntls_port, "server_pem": str(server_pem), "serials": serials}),
+                  flush=True)
+            while await asyncio.to_thread(sys.stdin.readline):
+                pass
+            return
         session = ShellSession(core, origin="127.0.0.1/40000")
         await shell(session, f"my password set -oldpassword PASSWORD -newpassword {ADMIN_PASSWORD}")
         await shell(session, f"hsm init -label libtest -domain libtestDomain -password {SO_PASSWORD}")

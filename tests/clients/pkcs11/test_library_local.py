@@ -192,6 +192,12 @@ def test_a_configuration_named_by_hsmcloud_conf_must_exist(p11_local, tmp_path):
     ("[server h]\naddress = 127.0.0.1\ncertificate = s.pem\n[slot]\nserver = h\npartition = 1\n",
      "[client] needs 'certificate' and 'private_key'"),
     ("[slot]\nserver = h\n", ":1: [slot] has no 'partition'"),
+    ("[server h]\naddress = 127.0.0.1\ncertificate = s.pem\n[hagroup g]\nmembers = h/p1\n",
+     ":4: [hagroup g]: member 'h/p1' is not a [slot] of this file"),
+    ("[hagroup g]\ninterval_seconds = 5\n", ":2: interval_seconds '5' must be 60 to 1200"),
+    ("[hagroup g]\nretry_count = -3\n", ":2: retry_count '-3' must be -1 (forever)"),
+    ("[hagroup g]\n", ":1: [hagroup g] has no 'members'"),
+    ("[client]\nha_only = maybe\n", ":2: ha_only 'maybe' must be yes or no"),
 ])
 def test_broken_configuration_fails_initialize_and_says_where(p11_local, tmp_path, text, message):
     conf = tmp_path / "client.conf"
@@ -208,9 +214,22 @@ def test_comments_unknown_sections_and_relative_paths_are_accepted(p11_local, tm
     (tmp_path / "client.conf").write_text(
         "# a comment\n; another\n[client]\nname = rel   ; inline\ncertificate = rel.pem\nprivate_key = relKey.pem\n"
         "[server h]   # inline after a header\naddress = localhost\ncertificate = rel.pem\n"
-        "[hagroup later]\nmembers = x, y\n[slot]\nserver = h\npartition = 7012345001  ; serial\n")
+        "[futurefeature later]\nmembers = x, y\n[slot]\nserver = h\npartition = 7012345001  ; serial\n")
     assert report_init(p11_local, library_env(conf=tmp_path / "client.conf"))[0] == "rv=0x0 slots=1"
     assert client.cert.exists()
+
+
+def test_ha_groups_are_virtual_slots_after_the_physical_ones_or_alone(p11_local, tmp_path):
+    make_identity(tmp_path, "rel")
+    text = ("[client]\nname = rel\ncertificate = rel.pem\nprivate_key = relKey.pem\n"
+            "[server h]\naddress = localhost\ncertificate = rel.pem\n"
+            "[slot]\nserver = h\npartition = p1\n[slot]\nserver = h\npartition = p2\n"
+            "[hagroup g]\nmembers = h/p1, h/p2\nstandby = h/p2\n")
+    conf = tmp_path / "client.conf"
+    conf.write_text(text)
+    assert report_init(p11_local, library_env(conf=conf))[0] == "rv=0x0 slots=3"
+    conf.write_text(text.replace("[client]\n", "[client]\nha_only = yes\n"))
+    assert report_init(p11_local, library_env(conf=conf))[0] == "rv=0x0 slots=1"
 
 
 # ---- the transport refuses what it must ----

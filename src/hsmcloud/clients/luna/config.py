@@ -3,6 +3,8 @@
 One file, read by the PKCS#11 library (C) and by `hsmcloud client`/`hsmcloud lunacm` (Python), so
 its syntax is deliberately plain: `[section]` or `[section name]` headers, `key = value` lines,
 `#`/`;` comments. `[slot]` sections are repeated; their order gives the slot IDs 0, 1, 2, ...
+`[hagroup NAME]` sections are HA groups over slots (`hsmcloud lunacm` `hagroup ...` writes them); the
+library shows each as a virtual slot after the physical ones (only those with `ha_only = yes`).
 
 Where it lives: `$HSMCLOUD_CONF`, else `$HSMCLOUD_CLIENT_HOME/client.conf`, else
 `~/.hsmcloud-client/client.conf`. The client home holds the client's private key, so it is kept
@@ -16,6 +18,10 @@ from pathlib import Path
 
 DEFAULT_NTLS_PORT = 1792
 DEFAULT_RECEIVE_TIMEOUT = 20
+HA_MAX_MEMBERS = 32
+HA_MIN_INTERVAL = 60
+HA_MAX_INTERVAL = 1200
+HA_DEFAULT_INTERVAL = 60
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SECTION = re.compile(r"^\[\s*([A-Za-z]+)(?:\s+([^\]\s]+))?\s*\]$")
@@ -74,11 +80,46 @@ class Slot:
 
 
 @dataclass(kw_only=True)
+class HAGroup:
+    """An HA group: a virtual slot over member partitions (each a configured slot), as LunaCM's
+    `hagroup` commands keep it. Members are `server/partition` exactly as their [slot] says."""
+
+    name: str
+    serial: str
+    members: list[str] = field(default_factory=list)
+    standby: list[str] = field(default_factory=list)
+    #: 0: no auto-recovery (the default); -1: retry forever; N: N attempts.
+    retry_count: int = 0
+    interval_seconds: int = HA_DEFAULT_INTERVAL
+    #: Increased by `hagroup recover`: running applications recover their failed members.
+    recovery_request: int = 0
+
+
+def member_key(slot: Slot) -> str:
+    return f"{slot.server}/{slot.partition}"
+
+
+@dataclass(kw_only=True)
 class ClientConfig:
     client: ClientIdentity | None = None
     receive_timeout_seconds: int = DEFAULT_RECEIVE_TIMEOUT
     servers: dict[str, Server] = field(default_factory=dict)
     slots: list[Slot] = field(default_factory=list)
+    hagroups: dict[str, HAGroup] = field(default_factory=dict)
+    #: Only the HA groups' virtual slots are visible to applications (`hagroup haonly -enable`).
+    ha_only: bool = False
+
+    def hagroup(self, name: str) -> HAGroup:
+        for group in self.hagroups.values():
+            if group.name.lower() == (name or "").lower():
+                return group
+        raise ConfigError(f"There is no HA group '{name}'; 'hagroup listgroups' shows them.", code="HAGroupNotFound")
+
+    def slot_of_member(self, member: str) -> int | None:
+        for i, slot in enumerate(self.slots):
+            if member_key(slot).lower() == member.lower():
+                return i
+        return None
 
     # ---- changes ----------------------------------------------------------------------------
     def set_server(self, server: Server) -> None:
@@ -88,8 +129,18 @@ class ClientConfig:
         if name not in self.servers:
             raise ConfigError(f"No server named '{name}' in the client configuration; see 'hsmcloud client config "
                               "show'.", code="ServerNotFound")
+        for slot in self.slots:
+            if slot.server == name:
+                self._refuse_if_member(slot)
         self.slots = [s for s in self.slots if s.server != name]
         return self.servers.pop(name)
+
+    def _refuse_if_member(self, slot: Slot) -> None:
+        key = member_key(slot).lower()
+        for group in self.hagroups.values():
+            if key in (m.lower() for m in group.members):
+                raise ConfigError(f"Slot {member_key(slot)} is a member of HA group '{group.name}': remove it "
+                                  "from the group first (lunacm: hagroup removemember).", code="SlotInHAGroup")
 
     def add_slot(self, slot: Slot) -> int:
         """Add a slot (or return the existing one's ID); the server must be configured."""
@@ -106,6 +157,7 @@ class ClientConfig:
         if not 0 <= slot_id < len(self.slots):
             raise ConfigError(f"There is no slot {slot_id}; the configuration has {len(self.slots)} slot(s).",
                               code="SlotNotFound")
+        self._refuse_if_member(self.slots[slot_id])
         return self.slots.pop(slot_id)
 
     def server_by_address(self, address: str, port: int) -> Server | None:
@@ -119,12 +171,22 @@ class ClientConfig:
         if self.client is not None:
             lines += [f"name = {self.client.name}", f"certificate = {self.client.certificate}",
                       f"private_key = {self.client.private_key}"]
-        lines += [f"receive_timeout_seconds = {self.receive_timeout_seconds}", ""]
+        lines += [f"receive_timeout_seconds = {self.receive_timeout_seconds}"]
+        if self.ha_only:
+            lines.append("ha_only = yes")
+        lines.append("")
         for server in self.servers.values():
             lines += [f"[server {server.name}]", f"address = {server.address}", f"port = {server.port}",
                       f"certificate = {server.certificate}", ""]
         for slot in self.slots:
             lines += ["[slot]", f"server = {slot.server}", f"partition = {slot.partition}", ""]
+        for group in self.hagroups.values():
+            lines += [f"[hagroup {group.name}]", f"serial = {group.serial}",
+                      f"members = {', '.join(group.members)}"]
+            if group.standby:
+                lines.append(f"standby = {', '.join(group.standby)}")
+            lines += [f"retry_count = {group.retry_count}", f"interval_seconds = {group.interval_seconds}",
+                      f"recovery_request = {group.recovery_request}", ""]
         return "\n".join(lines)
 
 
@@ -171,7 +233,12 @@ def parse(text: str, *, source: str = "client.conf") -> ClientConfig:
             if "receive_timeout_seconds" in values:
                 config.receive_timeout_seconds = _int(values["receive_timeout_seconds"], 1, 300,
                                                       f"{where}: receive_timeout_seconds")
-            _unknown(values, {"name", "certificate", "private_key", "receive_timeout_seconds"}, where)
+            if "ha_only" in values:
+                flag = values["ha_only"].lower()
+                if flag not in ("yes", "no", "1", "0", "true", "false"):
+                    raise ConfigError(f"{where}: ha_only must be yes or no, not '{values['ha_only']}'.")
+                config.ha_only = flag in ("yes", "1", "true")
+            _unknown(values, {"name", "certificate", "private_key", "receive_timeout_seconds", "ha_only"}, where)
         elif kind == "server":
             if not name:
                 raise ConfigError(f"{where}: a server section needs a name: [server NAME].")
@@ -192,11 +259,41 @@ def parse(text: str, *, source: str = "client.conf") -> ClientConfig:
                     raise ConfigError(f"{where}: [slot] needs '{key}'.")
             config.slots.append(Slot(server=values["server"], partition=values["partition"]))
             _unknown(values, {"server", "partition"}, where)
+        elif kind == "hagroup":
+            if not name:
+                raise ConfigError(f"{where}: an HA group section needs a name: [hagroup NAME].")
+            check_name(name, "HA group")
+            if name.lower() in (g.lower() for g in config.hagroups):
+                raise ConfigError(f"{where}: HA group '{name}' is defined twice.")
+            if "members" not in values:
+                raise ConfigError(f"{where}: [hagroup {name}] needs 'members'.")
+            members = [m.strip() for m in values["members"].split(",") if m.strip()]
+            standby = [m.strip() for m in values.get("standby", "").split(",") if m.strip()]
+            config.hagroups[name] = HAGroup(
+                name=name, serial=values.get("serial", ""), members=members, standby=standby,
+                retry_count=_int(values.get("retry_count", "0"), -1, 1000000, f"{where}: retry_count"),
+                interval_seconds=_int(values.get("interval_seconds", str(HA_DEFAULT_INTERVAL)), HA_MIN_INTERVAL,
+                                      HA_MAX_INTERVAL, f"{where}: interval_seconds"),
+                recovery_request=_int(values.get("recovery_request", "0"), 0, 2147483647,
+                                      f"{where}: recovery_request"))
+            _unknown(values, {"serial", "members", "standby", "retry_count", "interval_seconds",
+                              "recovery_request"}, where)
         else:
-            raise ConfigError(f"{where}: unknown section [{kind}] (known: client, server, slot).")
+            raise ConfigError(f"{where}: unknown section [{kind}] (known: client, server, slot, hagroup).")
     for i, slot in enumerate(config.slots):
         if slot.server not in config.servers:
             raise ConfigError(f"{source}: slot {i} names server '{slot.server}', which has no [server] section.")
+    for group in config.hagroups.values():
+        if not group.members or len(group.members) > HA_MAX_MEMBERS:
+            raise ConfigError(f"{source}: HA group '{group.name}' needs 1 to {HA_MAX_MEMBERS} members.")
+        for member in group.members + group.standby:
+            if config.slot_of_member(member) is None:
+                raise ConfigError(f"{source}: HA group '{group.name}' names member '{member}', which is not a "
+                                  "[slot] (SERVER/PARTITION) of this file.")
+        for member in group.standby:
+            if member.lower() not in (m.lower() for m in group.members):
+                raise ConfigError(f"{source}: HA group '{group.name}': standby member '{member}' is not one of "
+                                  "its members.")
     return config
 
 

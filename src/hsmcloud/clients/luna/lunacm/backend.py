@@ -235,6 +235,17 @@ class NtlsBackend:
                  "locked": r.get("locked"), "permanent": r.get("locked") and r.get("permanent", False)}
                 for r in answer.get("roles", [])]
 
+    # ---- HA groups (lunacm hagroup) -----------------------------------------------------------
+    def serial_of(self, slot_id: int) -> str:
+        """The slot's partition serial (LIST_PARTITIONS): a LunaCmError when it cannot be reached."""
+        return self._serial(slot_id)
+
+    def logged_in_role(self, slot_id: int) -> str | None:
+        return self._logged_in.get(slot_id)
+
+    def save_config(self) -> None:
+        client_config.save(self.cfg)
+
     # ---- cloning, backup, restore (docs/ntls-protocol.md, "Cloning, backup and synchronize") ---------
     def client_for(self, slot_id: int) -> NtlsClient:
         """The NTLS connection of a slot's appliance (HA groups and synchronize use it)."""

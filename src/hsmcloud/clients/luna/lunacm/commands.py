@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hsmcloud.clients.luna.lunacm.hagroup import HAGROUP
 from hsmcloud.clients.luna.lunacm.shell import Invocation, LunaCmError
 from hsmcloud.private_files import write_private
 from hsmcloud.shellgrammar import Command, Flag, Group
@@ -37,6 +38,15 @@ def slot_list(inv: Invocation) -> None:
                 ("Slot Description", f"Net Token Slot on {s.server}")]
         if inv.shell.current_slot == s.slot_id:
             rows.append(("Current", "yes"))
+        for key, value in rows:
+            inv.out(f"\t{key + ' ->':<24}{value}")
+        inv.out()
+    cfg = getattr(inv.shell.backend, "cfg", None)
+    for index, group in enumerate(cfg.hagroups.values() if cfg is not None else ()):
+        # the library's virtual slot of each HA group (LunaCM itself works on the physical slots)
+        rows = [("HA Virtual Slot Id", (0 if cfg.ha_only else len(slots)) + index), ("Label", group.name),
+                ("Serial Number", group.serial), ("Slot Description", "HA Virtual Card Slot"),
+                ("Members", ", ".join(group.members))]
         for key, value in rows:
             inv.out(f"\t{key + ' ->':<24}{value}")
         inv.out()
@@ -277,6 +287,7 @@ COMMANDS = Group(name="", summary="LunaCM", children=(
                       flags=(Flag(name="policy", metavar="n[,n...]", required=True, help="policy number(s)"),
                              Flag(name="value", metavar="v[,v...]", required=True, help="new value(s)"))),
           )),
+    HAGROUP,
     Group(name="role", summary="Partition roles: login, logout, init, changepw, resetpw, list", children=(
         Command(name="login", summary="Log in as a role", handler=role_login,
                 flags=(_NAME, Flag(name="password", metavar="password", secret=True,

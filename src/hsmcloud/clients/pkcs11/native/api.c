@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ha.h"
 #include "log.h"
 #include "state.h"
 #include "transport.h"
@@ -126,6 +127,24 @@ static CK_RV finish(const char *function, CK_RV rv)
         return entered_rv
 #define LEAVE(expr) return finish(__func__, (expr))
 
+/* A call on a virtual (HA) session: `hs` is the held session inside `expr`. */
+#define HA_SESSION(h, expr)                                             \
+    do {                                                                \
+        ha_session *hs = ha_session_acquire(hc_state_ha(st), (h));      \
+        if (hs != NULL) {                                               \
+            CK_RV ha_rv_ = (expr);                                      \
+            ha_session_release(hs);                                     \
+            LEAVE(ha_rv_);                                              \
+        }                                                               \
+    } while (0)
+/* A call on an HA virtual slot: `hg` is the group inside `expr`. */
+#define HA_SLOT(id, expr)                                               \
+    do {                                                                \
+        ha_group *hg = hc_slot_group(st, (id));                         \
+        if (hg != NULL)                                                 \
+            LEAVE(expr);                                                \
+    } while (0)
+
 /* A session request whose answer carries nothing but rv. */
 #define SIMPLE_SESSION_CALL(h, opcode, put_fields)          \
     do {                                                    \
@@ -239,7 +258,8 @@ CK_RV C_GetInterface(CK_UTF8CHAR_PTR pInterfaceName, CK_VERSION_PTR pVersion, CK
 CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PTR pulCount)
 {
     ENTER();
-    size_t n = hc_slot_count(st), found = 0;
+    size_t nphys = hc_slot_count(st), ngroups = ha_group_count(hc_state_ha(st)), found = 0;
+    size_t first = hc_ha_only(st) ? 0 : nphys, n = first + ngroups;
     int *present;
     CK_RV rv = CKR_OK;
 
@@ -248,8 +268,12 @@ CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList, CK_ULONG_PT
     present = calloc(n > 0 ? n : 1, sizeof *present);
     if (present == NULL)
         LEAVE(CKR_HOST_MEMORY);
-    if (tokenPresent)
-        hc_slots_present(st, present);
+    if (tokenPresent) {
+        if (first > 0)
+            hc_slots_present(st, present);
+        for (size_t i = 0; i < ngroups; i++)
+            present[first + i] = ha_slot_present(hc_slot_group(st, first + i)) == CKR_OK;
+    }
     for (size_t i = 0; i < n; i++)
         if (!tokenPresent || present[i])
             found++;
@@ -275,6 +299,7 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo)
 
     if (pInfo == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SLOT(slotID, ha_get_slot_info(hg, pInfo));
     rv = hc_slot_get(st, slotID, &slot);
     if (rv != CKR_OK)
         LEAVE(rv);
@@ -323,6 +348,7 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
 
     if (pInfo == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SLOT(slotID, ha_get_token_info(hg, pInfo));
     rv = slot_begin(&op, st, slotID, OP_GET_TOKEN_INFO);
     if (rv == CKR_OK)
         rv = slot_send(&op, HC_CALL_IDEMPOTENT);
@@ -367,6 +393,7 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slotID, CK_MECHANISM_TYPE_PTR pMechanismList
 
     if (pulCount == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SLOT(slotID, ha_get_mechanism_list(hg, pMechanismList, pulCount));
     rv = slot_begin(&op, st, slotID, OP_GET_MECHANISM_LIST);
     if (rv == CKR_OK)
         rv = slot_send(&op, HC_CALL_IDEMPOTENT);
@@ -397,6 +424,7 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type, CK_MECHANISM
 
     if (pInfo == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SLOT(slotID, ha_get_mechanism_info(hg, type, pInfo));
     rv = slot_begin(&op, st, slotID, OP_GET_MECHANISM_INFO);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, type);
@@ -424,6 +452,8 @@ CK_RV C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen, CK
 
     if (pLabel == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    /* no administration through the virtual slot (as on the real device): initialize members */
+    HA_SLOT(slotID, ((void)hg, CKR_FUNCTION_NOT_SUPPORTED));
     rv = slot_begin(&op, st, slotID, OP_INIT_TOKEN);
     if (rv == CKR_OK) {
         hc_put_opt_bytes(&op.req, pPin, ulPinLen);
@@ -448,6 +478,9 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID, CK_FLAGS flags, CK_VOID_PTR pApplication,
     (void)Notify; /* the appliance sends no notifications */
     if (phSession == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    if (hc_slot_group(st, slotID) != NULL && !(flags & CKF_SERIAL_SESSION))
+        LEAVE(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+    HA_SLOT(slotID, ha_open_session(hg, flags, phSession));
     rv = hc_slot_get(st, slotID, &slot);
     if (rv != CKR_OK)
         LEAVE(rv);
@@ -473,6 +506,7 @@ CK_RV C_CloseSession(CK_SESSION_HANDLE hSession)
 {
     ENTER();
     op_t op;
+    HA_SESSION(hSession, ha_close_session(hs));
     CK_RV rv = session_begin(&op, st, hSession, OP_CLOSE_SESSION);
     if (rv == CKR_OK) {
         rv = session_send(&op);
@@ -487,6 +521,7 @@ CK_RV C_CloseAllSessions(CK_SLOT_ID slotID)
     ENTER();
     op_t op;
     hc_slot *slot;
+    HA_SLOT(slotID, ha_close_all_sessions(hg));
     CK_RV rv = hc_slot_get(st, slotID, &slot);
     if (rv != CKR_OK)
         LEAVE(rv);
@@ -508,6 +543,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE hSession, CK_SESSION_INFO_PTR pInfo)
 
     if (pInfo == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_get_session_info(hs, pInfo));
     rv = session_begin(&op, st, hSession, OP_GET_SESSION_INFO);
     if (rv == CKR_OK)
         rv = session_send(&op);
@@ -546,6 +582,7 @@ CK_RV C_SetOperationState(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pOperationStat
 CK_RV C_InitPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
     ENTER();
+    HA_SESSION(hSession, ha_init_pin(hs, pPin, ulPinLen));
     SIMPLE_SESSION_CALL(hSession, OP_INIT_PIN, {
         hc_put_opt_bytes(&op.req, pPin, ulPinLen);
     });
@@ -555,6 +592,7 @@ CK_RV C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulO
                CK_ULONG ulNewLen)
 {
     ENTER();
+    HA_SESSION(hSession, ha_set_pin(hs, pOldPin, ulOldLen, pNewPin, ulNewLen));
     SIMPLE_SESSION_CALL(hSession, OP_SET_PIN, {
         hc_put_opt_bytes(&op.req, pOldPin, ulOldLen);
         hc_put_opt_bytes(&op.req, pNewPin, ulNewLen);
@@ -564,6 +602,7 @@ CK_RV C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin, CK_ULONG ulO
 CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR pPin, CK_ULONG ulPinLen)
 {
     ENTER();
+    HA_SESSION(hSession, ha_login(hs, userType, pPin, ulPinLen));
     SIMPLE_SESSION_CALL(hSession, OP_LOGIN, {
         hc_put_u64(&op.req, userType);
         hc_put_opt_bytes(&op.req, pPin, ulPinLen);
@@ -573,6 +612,7 @@ CK_RV C_Login(CK_SESSION_HANDLE hSession, CK_USER_TYPE userType, CK_UTF8CHAR_PTR
 CK_RV C_Logout(CK_SESSION_HANDLE hSession)
 {
     ENTER();
+    HA_SESSION(hSession, ha_logout(hs));
     SIMPLE_SESSION_CALL(hSession, OP_LOGOUT, {});
 }
 
@@ -599,6 +639,7 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, CK_
     CK_RV rv;
     if (phObject == NULL || (pTemplate == NULL && ulCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_create_object(hs, pTemplate, ulCount, phObject));
     rv = session_begin(&op, st, hSession, OP_CREATE_OBJECT);
     if (rv == CKR_OK) {
         rv = hc_put_template(&op.req, pTemplate, ulCount);
@@ -617,6 +658,7 @@ CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTR
     CK_RV rv;
     if (phNewObject == NULL || (pTemplate == NULL && ulCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_copy_object(hs, hObject, pTemplate, ulCount, phNewObject));
     rv = session_begin(&op, st, hSession, OP_COPY_OBJECT);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, hObject);
@@ -631,6 +673,7 @@ CK_RV C_CopyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_ATTR
 CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject)
 {
     ENTER();
+    HA_SESSION(hSession, ha_destroy_object(hs, hObject));
     SIMPLE_SESSION_CALL(hSession, OP_DESTROY_OBJECT, hc_put_u64(&op.req, hObject));
 }
 
@@ -641,6 +684,7 @@ CK_RV C_GetObjectSize(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, CK_U
     CK_RV rv;
     if (pulSize == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_get_object_size(hs, hObject, pulSize));
     rv = session_begin(&op, st, hSession, OP_GET_OBJECT_SIZE);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, hObject);
@@ -665,6 +709,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, 
     CK_RV rv;
     if (pTemplate == NULL && ulCount > 0)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_get_attribute_value(hs, hObject, pTemplate, ulCount));
     rv = session_begin(&op, st, hSession, OP_GET_ATTRIBUTE_VALUE);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, hObject);
@@ -688,6 +733,7 @@ CK_RV C_SetAttributeValue(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject, 
     CK_RV rv;
     if (pTemplate == NULL && ulCount > 0)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_set_attribute_value(hs, hObject, pTemplate, ulCount));
     rv = session_begin(&op, st, hSession, OP_SET_ATTRIBUTE_VALUE);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, hObject);
@@ -706,6 +752,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE hSession, CK_ATTRIBUTE_PTR pTemplate, 
     CK_RV rv;
     if (pTemplate == NULL && ulCount > 0)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_find_objects_init(hs, pTemplate, ulCount));
     rv = session_begin(&op, st, hSession, OP_FIND_OBJECTS_INIT);
     if (rv == CKR_OK)
         rv = hc_put_template(&op.req, pTemplate, ulCount);
@@ -723,6 +770,7 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject, C
     CK_RV rv;
     if (pulObjectCount == NULL || (phObject == NULL && ulMaxObjectCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_find_objects(hs, phObject, ulMaxObjectCount, pulObjectCount));
     rv = session_begin(&op, st, hSession, OP_FIND_OBJECTS);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, ulMaxObjectCount);
@@ -745,10 +793,32 @@ CK_RV C_FindObjects(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE_PTR phObject, C
 CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession)
 {
     ENTER();
+    HA_SESSION(hSession, ha_find_objects_final(hs));
     SIMPLE_SESSION_CALL(hSession, OP_FIND_OBJECTS_FINAL, {});
 }
 
 /* ---- cryptographic operations ---- */
+
+/* Which part of an operation an opcode is (HA: single-part and final calls end it). */
+static enum ha_op_kind op_kind(uint16_t opcode)
+{
+    switch (opcode) {
+    case OP_ENCRYPT_UPDATE:
+    case OP_DECRYPT_UPDATE:
+    case OP_DIGEST_UPDATE:
+    case OP_SIGN_UPDATE:
+    case OP_VERIFY_UPDATE:
+        return HA_UPDATE;
+    case OP_ENCRYPT_FINAL:
+    case OP_DECRYPT_FINAL:
+    case OP_DIGEST_FINAL:
+    case OP_SIGN_FINAL:
+    case OP_VERIFY_FINAL:
+        return HA_FINAL;
+    default:
+        return HA_SINGLE;
+    }
+}
 
 /* XxxInit(session, mechanism[, key]) */
 static CK_RV init_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_MECHANISM_PTR m, int with_key,
@@ -756,6 +826,12 @@ static CK_RV init_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_ME
 {
     op_t op;
     CK_RV rv;
+    ha_session *hs = ha_session_acquire(hc_state_ha(st), h);
+    if (hs != NULL) {
+        rv = ha_op_init(hs, opcode, m, with_key, key);
+        ha_session_release(hs);
+        return rv;
+    }
     rv = session_begin(&op, st, h, opcode);
     if (rv == CKR_OK)
         rv = m != NULL ? hc_put_mechanism(&op.req, m) : hc_put_cancel(&op.req);
@@ -776,6 +852,13 @@ static CK_RV output_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, int
     CK_RV rv;
     if (out_len == NULL || (has_data && data == NULL && data_len > 0))
         return CKR_ARGUMENTS_BAD;
+    ha_session *hs = ha_session_acquire(hc_state_ha(st), h);
+    if (hs != NULL) {
+        enum ha_op_kind kind = op_kind(opcode);
+        rv = ha_op_call(hs, opcode, kind, has_data, data, data_len, 0, NULL, 0, out, out_len);
+        ha_session_release(hs);
+        return rv;
+    }
     rv = session_begin(&op, st, h, opcode);
     if (rv == CKR_OK) {
         if (has_data)
@@ -796,6 +879,15 @@ static CK_RV data_call(hc_state *st, CK_SESSION_HANDLE h, uint16_t opcode, CK_BY
     CK_RV rv;
     if (data == NULL && len > 0)
         return CKR_ARGUMENTS_BAD;
+    ha_session *hs = ha_session_acquire(hc_state_ha(st), h);
+    if (hs != NULL) {
+        if (opcode == OP_SEED_RANDOM)
+            rv = ha_seed_random(hs, data, len);
+        else
+            rv = ha_op_call(hs, opcode, op_kind(opcode), 1, data, len, 0, NULL, 0, NULL, NULL);
+        ha_session_release(hs);
+        return rv;
+    }
     rv = session_begin(&op, st, h, opcode);
     if (rv == CKR_OK) {
         hc_put_bytes(&op.req, data, len);
@@ -879,6 +971,7 @@ CK_RV C_DigestUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart, CK_ULONG ulP
 CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey)
 {
     ENTER();
+    HA_SESSION(hSession, ha_digest_key(hs, hKey));
     SIMPLE_SESSION_CALL(hSession, OP_DIGEST_KEY, hc_put_u64(&op.req, hKey));
 }
 
@@ -942,6 +1035,8 @@ CK_RV C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData, CK_ULONG ulDataLen
     CK_RV rv;
     if ((pData == NULL && ulDataLen > 0) || (pSignature == NULL && ulSignatureLen > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_op_call(hs, OP_VERIFY, HA_SINGLE, 1, pData, ulDataLen, 1, pSignature, ulSignatureLen,
+                                    NULL, NULL));
     rv = session_begin(&op, st, hSession, OP_VERIFY);
     if (rv == CKR_OK) {
         hc_put_bytes(&op.req, pData, ulDataLen);
@@ -1003,6 +1098,7 @@ CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_
     CK_RV rv;
     if (pMechanism == NULL || phKey == NULL || (pTemplate == NULL && ulCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_generate_key(hs, pMechanism, pTemplate, ulCount, phKey));
     rv = session_begin(&op, st, hSession, OP_GENERATE_KEY);
     if (rv == CKR_OK)
         rv = hc_put_mechanism(&op.req, pMechanism);
@@ -1026,6 +1122,9 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism,
         (pPublicKeyTemplate == NULL && ulPublicKeyAttributeCount > 0) ||
         (pPrivateKeyTemplate == NULL && ulPrivateKeyAttributeCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_generate_key_pair(hs, pMechanism, pPublicKeyTemplate, ulPublicKeyAttributeCount,
+                                              pPrivateKeyTemplate, ulPrivateKeyAttributeCount, phPublicKey,
+                                              phPrivateKey));
     rv = session_begin(&op, st, hSession, OP_GENERATE_KEY_PAIR);
     if (rv == CKR_OK)
         rv = hc_put_mechanism(&op.req, pMechanism);
@@ -1057,6 +1156,7 @@ CK_RV C_WrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OBJE
     CK_RV rv;
     if (pMechanism == NULL || pulWrappedKeyLen == NULL)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_wrap_key(hs, pMechanism, hWrappingKey, hKey, pWrappedKey, pulWrappedKeyLen));
     rv = session_begin(&op, st, hSession, OP_WRAP_KEY);
     if (rv == CKR_OK)
         rv = hc_put_mechanism(&op.req, pMechanism);
@@ -1082,6 +1182,8 @@ CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OB
     if (pMechanism == NULL || phKey == NULL || (pWrappedKey == NULL && ulWrappedKeyLen > 0) ||
         (pTemplate == NULL && ulAttributeCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_unwrap_key(hs, pMechanism, hUnwrappingKey, pWrappedKey, ulWrappedKeyLen, pTemplate,
+                                       ulAttributeCount, phKey));
     rv = session_begin(&op, st, hSession, OP_UNWRAP_KEY);
     if (rv == CKR_OK)
         rv = hc_put_mechanism(&op.req, pMechanism);
@@ -1106,6 +1208,9 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OB
         LEAVE(CKR_ARGUMENTS_BAD);
     CK_DERIVED_KEY *more; /* SP 800-108's additional derived keys */
     CK_ULONG n_more = hc_sp800_108_additional_keys(pMechanism, &more);
+    /* a virtual slot derives one key per call (additional derived keys are not replicated) */
+    HA_SESSION(hSession, n_more > 0 ? CKR_FUNCTION_NOT_SUPPORTED
+                                    : ha_derive_key(hs, pMechanism, hBaseKey, pTemplate, ulAttributeCount, phKey));
     rv = session_begin(&op, st, hSession, n_more > 0 ? OP_DERIVE_KEYS : OP_DERIVE_KEY);
     if (rv == CKR_OK)
         rv = hc_put_mechanism(&op.req, pMechanism);
@@ -1136,6 +1241,7 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR RandomData, CK_UL
     CK_RV rv;
     if (RandomData == NULL && ulRandomLen > 0)
         LEAVE(CKR_ARGUMENTS_BAD);
+    HA_SESSION(hSession, ha_generate_random(hs, RandomData, ulRandomLen));
     rv = session_begin(&op, st, hSession, OP_GENERATE_RANDOM);
     if (rv == CKR_OK) {
         hc_put_u64(&op.req, ulRandomLen);

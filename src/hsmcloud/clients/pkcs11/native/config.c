@@ -4,6 +4,8 @@
  *   [client]      name, certificate, private_key, receive_timeout_seconds
  *   [server NAME] address, port, certificate
  *   [slot]        server, partition   (repeated; slot IDs 0, 1, 2... in file order)
+ *   [hagroup NAME] serial, members, standby, retry_count, interval_seconds, recovery_request
+ *   [client] ha_only = yes|no: only the HA slots are visible
  *
  * Sections and keys this version does not know (e.g. a later [hagroup NAME]) are ignored, so an
  * older library reads a newer file. */
@@ -21,7 +23,13 @@
 
 #define CONFIG_SIZE_MAX (1024 * 1024)
 
-enum section { SEC_NONE, SEC_CLIENT, SEC_SERVER, SEC_SLOT, SEC_OTHER };
+enum section { SEC_NONE, SEC_CLIENT, SEC_SERVER, SEC_SLOT, SEC_HAGROUP, SEC_OTHER };
+
+typedef struct {
+    char *members; /* "server/partition, ..." resolved once every [slot] is read */
+    char *standby;
+    int line;
+} pending_group;
 
 typedef struct {
     char *server_name; /* resolved to an index once every [server] is read */
@@ -121,6 +129,11 @@ void hc_config_free(hc_config *cfg)
     for (size_t i = 0; i < cfg->nslots; i++)
         free(cfg->slots[i].partition);
     free(cfg->slots);
+    for (size_t i = 0; i < cfg->ngroups; i++) {
+        free(cfg->groups[i].name);
+        free(cfg->groups[i].serial);
+    }
+    free(cfg->groups);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -139,6 +152,54 @@ static int set_once(char **field, const char *value, const char *key, const char
     return 1;
 }
 
+/* "server/partition, server/partition": each must be a [slot]; fills slot indices. */
+static int resolve_members(hc_config *cfg, const char *list, size_t *out, size_t *n, size_t max, const char *path,
+                           int line, const char *group, char *error, size_t error_len)
+{
+    char *copy = strdup(list), *rest = copy, *item;
+    int ok = 1;
+    *n = 0;
+    if (copy == NULL) {
+        fail(error, error_len, path, line, "out of memory");
+        return 0;
+    }
+    while (ok && (item = strsep(&rest, ",")) != NULL) {
+        item = trim(item);
+        if (*item == '\0')
+            continue;
+        char *slash = strchr(item, '/');
+        size_t j;
+        if (slash == NULL) {
+            fail(error, error_len, path, line, "[hagroup %s]: member '%s' must be SERVER/PARTITION", group, item);
+            ok = 0;
+            break;
+        }
+        *slash = '\0';
+        for (j = 0; j < cfg->nslots; j++)
+            if (strcmp(cfg->servers[cfg->slots[j].server].name, item) == 0 &&
+                strcasecmp(cfg->slots[j].partition, slash + 1) == 0)
+                break;
+        if (j == cfg->nslots) {
+            fail(error, error_len, path, line, "[hagroup %s]: member '%s/%s' is not a [slot] of this file", group,
+                 item, slash + 1);
+            ok = 0;
+        } else if (*n >= max) {
+            fail(error, error_len, path, line, "[hagroup %s]: more than %d members", group, HC_HA_MAX_MEMBERS);
+            ok = 0;
+        } else {
+            for (size_t k = 0; k < *n; k++)
+                if (out[k] == j) {
+                    fail(error, error_len, path, line, "[hagroup %s]: member '%s/%s' is given twice", group, item,
+                         slash + 1);
+                    ok = 0;
+                }
+            out[(*n)++] = j;
+        }
+    }
+    free(copy);
+    return ok;
+}
+
 enum hc_config_result hc_config_parse(hc_config *cfg, const char *path, const char *text, char *error,
                                       size_t error_len)
 {
@@ -146,6 +207,7 @@ enum hc_config_result hc_config_parse(hc_config *cfg, const char *path, const ch
     int line_no = 0, timeout_line = 0;
     char *timeout_value = NULL;
     pending_slot *pending = NULL;
+    pending_group *pgroups = NULL;
     int *server_lines = NULL;
     char *copy = strdup(text);
     enum hc_config_result result = HC_CONFIG_ERROR;
@@ -222,6 +284,36 @@ enum hc_config_result hc_config_parse(hc_config *cfg, const char *path, const ch
                 p[cfg->nslots].line = line_no;
                 cfg->nslots++;
                 sec = SEC_SLOT;
+            } else if (strcmp(head, "hagroup") == 0) {
+                if (*arg == '\0') {
+                    fail(error, error_len, path, line_no, "[hagroup] needs a name: [hagroup NAME]");
+                    goto out;
+                }
+                for (size_t i = 0; i < cfg->ngroups; i++) {
+                    if (strcmp(cfg->groups[i].name, arg) == 0) {
+                        fail(error, error_len, path, line_no, "HA group '%s' is defined twice", arg);
+                        goto out;
+                    }
+                }
+                hc_hagroup_conf *g = realloc(cfg->groups, (cfg->ngroups + 1) * sizeof *g);
+                pending_group *pg = realloc(pgroups, (cfg->ngroups + 1) * sizeof *pg);
+                if (g) cfg->groups = g;
+                if (pg) pgroups = pg;
+                if (g == NULL || pg == NULL) {
+                    fail(error, error_len, path, line_no, "out of memory");
+                    goto out;
+                }
+                memset(&g[cfg->ngroups], 0, sizeof *g);
+                memset(&pg[cfg->ngroups], 0, sizeof *pg);
+                g[cfg->ngroups].interval_seconds = HC_HA_DEFAULT_INTERVAL;
+                g[cfg->ngroups].name = strdup(arg);
+                pg[cfg->ngroups].line = line_no;
+                cfg->ngroups++;
+                if (g[cfg->ngroups - 1].name == NULL) {
+                    fail(error, error_len, path, line_no, "out of memory");
+                    goto out;
+                }
+                sec = SEC_HAGROUP;
             } else {
                 sec = SEC_OTHER; /* a section of a later version */
             }
@@ -265,6 +357,15 @@ enum hc_config_result hc_config_parse(hc_config *cfg, const char *path, const ch
                 }
                 timeout_value = value;
                 timeout_line = line_no;
+            } else if (strcmp(key, "ha_only") == 0) {
+                if (strcasecmp(value, "yes") == 0 || strcmp(value, "1") == 0 || strcasecmp(value, "true") == 0) {
+                    cfg->ha_only = 1;
+                } else if (strcasecmp(value, "no") == 0 || strcmp(value, "0") == 0 || strcasecmp(value, "false") == 0) {
+                    cfg->ha_only = 0;
+                } else {
+                    fail(error, error_len, path, line_no, "ha_only '%s' must be yes or no", value);
+                    goto out;
+                }
             }
             break;
         case SEC_SERVER: {
@@ -314,6 +415,42 @@ enum hc_config_result hc_config_parse(hc_config *cfg, const char *path, const ch
             }
             break;
         }
+        case SEC_HAGROUP: {
+            hc_hagroup_conf *g = &cfg->groups[cfg->ngroups - 1];
+            pending_group *pg = &pgroups[cfg->ngroups - 1];
+            long v;
+            if (strcmp(key, "members") == 0) {
+                if (!set_once(&pg->members, value, key, path, line_no, error, error_len))
+                    goto out;
+            } else if (strcmp(key, "standby") == 0) {
+                if (!set_once(&pg->standby, value, key, path, line_no, error, error_len))
+                    goto out;
+            } else if (strcmp(key, "serial") == 0) {
+                if (!set_once(&g->serial, value, key, path, line_no, error, error_len))
+                    goto out;
+            } else if (strcmp(key, "retry_count") == 0) {
+                if (!parse_int(value, -1, 1000000, &v)) {
+                    fail(error, error_len, path, line_no,
+                         "retry_count '%s' must be -1 (forever), 0 (no auto-recovery) or a count up to 1000000", value);
+                    goto out;
+                }
+                g->retry_count = v;
+            } else if (strcmp(key, "interval_seconds") == 0) {
+                if (!parse_int(value, HC_HA_MIN_INTERVAL, HC_HA_MAX_INTERVAL, &v)) {
+                    fail(error, error_len, path, line_no, "interval_seconds '%s' must be %d to %d", value,
+                         HC_HA_MIN_INTERVAL, HC_HA_MAX_INTERVAL);
+                    goto out;
+                }
+                g->interval_seconds = v;
+            } else if (strcmp(key, "recovery_request") == 0) {
+                if (!parse_int(value, 0, 2147483647L, &v)) {
+                    fail(error, error_len, path, line_no, "recovery_request '%s' must be a whole number", value);
+                    goto out;
+                }
+                g->recovery_request = v;
+            }
+            break;
+        }
         case SEC_OTHER:
             break;
         }
@@ -359,6 +496,37 @@ enum hc_config_result hc_config_parse(hc_config *cfg, const char *path, const ch
         }
         cfg->slots[i].server = j;
     }
+    for (size_t i = 0; i < cfg->ngroups; i++) {
+        hc_hagroup_conf *g = &cfg->groups[i];
+        size_t standby[HC_HA_MAX_MEMBERS], nstandby = 0;
+        if (pgroups[i].members == NULL) {
+            fail(error, error_len, path, pgroups[i].line, "[hagroup %s] has no 'members'", g->name);
+            goto out;
+        }
+        if (!resolve_members(cfg, pgroups[i].members, g->members, &g->nmembers, HC_HA_MAX_MEMBERS, path,
+                             pgroups[i].line, g->name, error, error_len))
+            goto out;
+        if (pgroups[i].standby != NULL &&
+            !resolve_members(cfg, pgroups[i].standby, standby, &nstandby, HC_HA_MAX_MEMBERS, path, pgroups[i].line,
+                             g->name, error, error_len))
+            goto out;
+        for (size_t k = 0; k < nstandby; k++) {
+            size_t m;
+            for (m = 0; m < g->nmembers; m++)
+                if (g->members[m] == standby[k])
+                    break;
+            if (m == g->nmembers) {
+                fail(error, error_len, path, pgroups[i].line, "[hagroup %s]: a standby member is not in 'members'",
+                     g->name);
+                goto out;
+            }
+            g->standby[m] = 1;
+        }
+        if (g->nmembers == 0) {
+            fail(error, error_len, path, pgroups[i].line, "[hagroup %s] has no members", g->name);
+            goto out;
+        }
+    }
     if (cfg->nslots > 0 && (cfg->certificate == NULL || cfg->private_key == NULL)) {
         fail(error, error_len, path, 0, "[client] needs 'certificate' and 'private_key' (hsmcloud client cert new)");
         goto out;
@@ -370,6 +538,13 @@ out:
         for (size_t i = 0; i < cfg->nslots; i++)
             free(pending[i].server_name);
         free(pending);
+    }
+    if (pgroups != NULL) {
+        for (size_t i = 0; i < cfg->ngroups; i++) {
+            free(pgroups[i].members);
+            free(pgroups[i].standby);
+        }
+        free(pgroups);
     }
     free(server_lines);
     free(copy);

@@ -20,6 +20,23 @@ typedef struct hc_slot_conf {
     char *partition; /* serial number or name */
 } hc_slot_conf;
 
+/* An HA group ([hagroup NAME]): a virtual slot over member partitions, each one a [slot]. */
+#define HC_HA_MAX_MEMBERS 32
+#define HC_HA_MIN_INTERVAL 60
+#define HC_HA_MAX_INTERVAL 1200
+#define HC_HA_DEFAULT_INTERVAL 60
+
+typedef struct hc_hagroup_conf {
+    char *name;
+    char *serial; /* the group's serial number ("1" + the founding member's serial); NULL: derived */
+    size_t members[HC_HA_MAX_MEMBERS]; /* slot indices */
+    int standby[HC_HA_MAX_MEMBERS];
+    size_t nmembers;
+    long retry_count;      /* 0: no auto-recovery (default); -1: forever; N: N attempts */
+    long interval_seconds; /* between auto-recovery attempts, 60..1200 */
+    long recovery_request; /* 'hagroup recover' increases it: a manual recovery for running applications */
+} hc_hagroup_conf;
+
 typedef struct hc_config {
     char path[4096];
     char *client_name;
@@ -30,6 +47,9 @@ typedef struct hc_config {
     size_t nservers;
     hc_slot_conf *slots;
     size_t nslots;
+    hc_hagroup_conf *groups;
+    size_t ngroups;
+    int ha_only; /* [client] ha_only = yes: only the HA slots are visible */
 } hc_config;
 
 enum hc_config_result {

@@ -20,6 +20,7 @@
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 
+#include "ha.h"
 #include "locks.h"
 #include "log.h"
 
@@ -41,6 +42,7 @@ struct hc_state {
     size_t nservers;
     hc_slot *slots;
     size_t nslots;
+    ha_registry *ha; /* HA groups and their virtual sessions */
     hc_mutex *lock; /* slot serials and the session table */
     hc_session *buckets[SESSION_BUCKETS];
     CK_SESSION_HANDLE next_handle;
@@ -81,6 +83,7 @@ static void state_free(hc_state *st)
 {
     if (st == NULL)
         return;
+    ha_registry_free(st->ha);
     for (size_t i = 0; i < st->nservers; i++) {
         hc_server *s = st->servers[i];
         if (s == NULL)
@@ -183,8 +186,16 @@ static CK_RV state_new(hc_state **out)
             }
         }
     }
+    st->ha = ha_registry_new(st, &st->cfg, st->slots, st->nslots);
+    if (st->ha == NULL) {
+        state_free(st);
+        return CKR_HOST_MEMORY;
+    }
+    for (size_t i = 0; i < ha_group_count(st->ha); i++)
+        ha_group_set_slot_id(ha_group_at(st->ha, i), (CK_SLOT_ID)((st->cfg.ha_only ? 0 : st->nslots) + i));
     if (cr == HC_CONFIG_OK)
-        hc_log("C_Initialize: %s: %zu slot(s) on %zu appliance(s)", st->cfg.path, st->nslots, st->nservers);
+        hc_log("C_Initialize: %s: %zu slot(s) on %zu appliance(s), %zu HA group(s)%s", st->cfg.path, st->nslots,
+               st->nservers, ha_group_count(st->ha), st->cfg.ha_only ? " (HA only)" : "");
     *out = st;
     return CKR_OK;
 }
@@ -327,9 +338,38 @@ size_t hc_slot_count(hc_state *st)
     return st->nslots;
 }
 
+int hc_ha_only(hc_state *st)
+{
+    return st->cfg.ha_only;
+}
+
+ha_registry *hc_state_ha(hc_state *st)
+{
+    return st->ha;
+}
+
+ha_group *hc_slot_group(hc_state *st, CK_SLOT_ID id)
+{
+    size_t first = st->cfg.ha_only ? 0 : st->nslots;
+    if (id < first || id - first >= ha_group_count(st->ha))
+        return NULL;
+    return ha_group_at(st->ha, (size_t)(id - first));
+}
+
+CK_SESSION_HANDLE hc_handle_new(hc_state *st)
+{
+    CK_SESSION_HANDLE h;
+    hc_lock(st->lock);
+    h = st->next_handle++;
+    if (st->next_handle == CK_INVALID_HANDLE)
+        st->next_handle = 1;
+    hc_unlock(st->lock);
+    return h;
+}
+
 CK_RV hc_slot_get(hc_state *st, CK_SLOT_ID id, hc_slot **slot)
 {
-    if (id >= st->nslots)
+    if (st->cfg.ha_only || id >= st->nslots)
         return CKR_SLOT_ID_INVALID;
     *slot = &st->slots[id];
     return CKR_OK;
@@ -468,10 +508,8 @@ CK_RV hc_session_add(hc_state *st, CK_SLOT_ID slot, CK_ULONG remote, unsigned lo
     e->remote = remote;
     e->epoch = epoch;
     e->server = st->slots[slot].server;
+    e->handle = hc_handle_new(st);
     hc_lock(st->lock);
-    e->handle = st->next_handle++;
-    if (st->next_handle == CK_INVALID_HANDLE)
-        st->next_handle = 1;
     e->next = st->buckets[bucket_of(e->handle)];
     st->buckets[bucket_of(e->handle)] = e;
     st->nsessions++;

@@ -36,8 +36,16 @@ CK_RV hc_finalize(CK_VOID_PTR reserved);
 CK_RV hc_enter(hc_state **st);
 void hc_leave(void);
 
-/* ---- slots ---- */
-size_t hc_slot_count(hc_state *st);
+/* ---- slots ----
+ * Slot IDs: the physical slots ([slot] sections) 0..n-1, then one virtual slot per HA group;
+ * with ha_only, only the HA groups' virtual slots, from 0. */
+size_t hc_slot_count(hc_state *st); /* physical slots */
+int hc_ha_only(hc_state *st);
+struct ha_registry *hc_state_ha(hc_state *st);
+/* The HA group whose virtual slot `id` is, or NULL. */
+struct ha_group *hc_slot_group(hc_state *st, CK_SLOT_ID id);
+/* A new session handle (physical and virtual sessions share one numbering). */
+CK_SESSION_HANDLE hc_handle_new(hc_state *st);
 /* CKR_SLOT_ID_INVALID for an ID the configuration does not have. */
 CK_RV hc_slot_get(hc_state *st, CK_SLOT_ID id, hc_slot **slot);
 /* The partition serial a slot addresses, found with LIST_PARTITIONS the first time: CKR_OK,

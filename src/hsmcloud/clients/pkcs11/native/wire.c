@@ -82,6 +82,15 @@ void hc_put_bytes(hc_buf *b, const void *p, size_t n)
         memcpy(at, p, n);
 }
 
+void hc_put_bytes_raw(hc_buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return;
+    unsigned char *at = reserve(b, n);
+    if (at != NULL)
+        memcpy(at, p, n);
+}
+
 void hc_put_string(hc_buf *b, const char *s)
 {
     hc_put_bytes(b, s, strlen(s));

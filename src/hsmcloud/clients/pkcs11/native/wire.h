@@ -66,6 +66,12 @@ enum hc_opcode {
     OP_SEED_RANDOM = 0x0058,
     OP_GENERATE_RANDOM = 0x0059,
     OP_FINALIZE = 0x0060,
+    /* cloning (docs/ntls-protocol.md, "Cloning, backup and synchronize"): HA replication */
+    OP_GET_CLONING_INFO = 0x0070,
+    OP_CLONE_OFFER = 0x0071,
+    OP_CLONE_EXPORT = 0x0072,
+    OP_CLONE_IMPORT = 0x0073,
+    OP_LIST_OBJECT_FINGERPRINTS = 0x0074,
 };
 
 /* A growing request buffer; the first HC_FRAME_HEADER bytes are kept for the frame length.
@@ -86,6 +92,8 @@ void hc_put_u32(hc_buf *b, uint32_t v);
 void hc_put_u64(hc_buf *b, uint64_t v);
 void hc_put_bytes(hc_buf *b, const void *p, size_t n);
 void hc_put_string(hc_buf *b, const char *s);
+/* Bytes as they are, without a length. */
+void hc_put_bytes_raw(hc_buf *b, const void *p, size_t n);
 void hc_put_opt_bytes(hc_buf *b, const void *p, size_t n);
 /* The caller's output offer: pointer NULL means a size query. */
 void hc_put_outbuf(hc_buf *b, const void *out, CK_ULONG capacity);
