@@ -968,12 +968,20 @@ def execute(body: bytes, domain: SecurityDomain, settings: HostSettings) -> Outc
         trailer = TRAILER_DELIMITER + cur.trailer if cur.trailer is not None else ""
     except HostError as exc:
         code, data, message = exc.code, "", exc.message
-        trailer = _raw_trailer(cur.text)
+        trailer = _error_trailer(cur)
     except Exception as exc:  # noqa: BLE001 - a bug must not cost the connection
         code, data, message = "41", "", f"internal error: {exc.__class__.__name__}"
-        trailer = _raw_trailer(cur.text)
+        trailer = _error_trailer(cur)
     response = header + reply + code + data + trailer
     return Outcome(response=response.encode("latin-1"), command=command, error_code=code, message=message)
+
+
+def _error_trailer(cur: Cursor) -> str:
+    """The trailer to echo with an error: the one the fields were parsed up to, else a 0x19 in
+    the part not yet parsed (a 0x19 inside binary fields already read is data, not a trailer)."""
+    if cur.trailer is not None:
+        return TRAILER_DELIMITER + cur.trailer
+    return _raw_trailer(cur.text[cur.pos :])
 
 
 def _raw_trailer(text: str) -> str:

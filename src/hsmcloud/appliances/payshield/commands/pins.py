@@ -192,7 +192,9 @@ def cmd_du(ctx: CommandContext, cur: Cursor) -> Response:
     offset = cur.take(12).upper()
     new_block = cur.take_hex(16)
     lmk = ctx.lmk(cur.trailing())
-    digits = _offset_digits(offset, length)
+    digits = offset[:length]  # the current offset may be as long as the PIN (DE gives that): as DA/EA
+    if not digits.isdigit() or any(c not in "0123456789F" for c in offset[length:]):
+        raise HostError("15", "offset must be decimal digits, left-justified and padded with F")
     key = open_key(lmk, key_field, *role)
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
     current = decrypt_pin(key, block, fmt, account)
