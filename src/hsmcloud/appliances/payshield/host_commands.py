@@ -294,11 +294,11 @@ def _visa_pvv(pvk: ClearKey, pvki: str, pin: str, account: str) -> str:
 def _ibm_pin_prefix(pvk: ClearKey, table: str, validation: str, offset: str, account: str) -> str:
     if pvk.aes:
         raise HostError("27")
-    if len(table) != 16 or not table.isdigit():
+    if len(table) != 16 or not table.isdecimal():
         raise HostError("25", "decimalisation table must be 16 decimal digits")
     if "N" in validation:
         validation = validation.replace("N", account[-5:], 1)
-    if not validation.isdigit() or len(validation) > 16:
+    if not validation.isdecimal() or len(validation) > 16:
         raise HostError("15", "PIN validation data must be digits with at most one N")
     return _pin.generate_ibm3624_pin(pvk.value, table, offset, validation, 0, len(validation), "F")
 
@@ -381,7 +381,7 @@ def cmd_a0(ctx: CommandContext, cur: Cursor) -> Response:
 def cmd_a4(ctx: CommandContext, cur: Cursor) -> Response:
     """Form a key from 2-9 components encrypted under the LMK (authorised state)."""
     count = cur.take(1)
-    if not count.isdigit() or not 2 <= int(count) <= 9:
+    if not count.isdecimal() or not 2 <= int(count) <= 9:
         raise HostError("03", "number of components must be 2..9")
     key_type = cur.take(3).upper()
     scheme = cur.take(1).upper()
@@ -514,7 +514,7 @@ def cmd_ja(ctx: CommandContext, cur: Cursor) -> Response:
     length (2N) is optional: without it the PIN has the default length of 4 digits.
     """
     digits = 0
-    while cur.peek(1).isdigit() and cur.peek(1).isascii():
+    while cur.peek(1).isdecimal() and cur.peek(1).isascii():
         digits += 1
         cur.pos += 1
     cur.pos -= digits
@@ -577,7 +577,7 @@ def _verify_ibm(ctx: CommandContext, cur: Cursor, role: tuple) -> Response:
     lmk = ctx.lmk(cur.trailing())
     if not 4 <= check_length <= 12:
         raise HostError("15", "check length must be 04..12")
-    if not offset[:check_length].isdigit():
+    if not offset[:check_length].isdecimal():
         raise HostError("15", "offset must be digits (padded with F)")
     key = open_key(lmk, key_field, *role)
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
@@ -657,7 +657,7 @@ def cmd_fw(ctx: CommandContext, cur: Cursor) -> Response:
 
 def _card_fields(cur: Cursor) -> tuple[str, str, str]:
     pan = cur.until(";", max_length=19)
-    if not 12 <= len(pan) <= 19 or not pan.isdigit():
+    if not 12 <= len(pan) <= 19 or not pan.isdecimal():
         raise HostError("15", "PAN must be 12..19 digits")
     expiry = cur.take_digits(4)
     service_code = cur.take_digits(3)
@@ -840,7 +840,7 @@ def cmd_kq(ctx: CommandContext, cur: Cursor) -> Response:
     if mk.aes or len(mk.value) != 16:
         raise HostError("27", "MK-AC must be a double-length TDES key")
     digits = pan_psn.hex().upper()
-    if not digits.isdigit():
+    if not digits.isdecimal():
         raise HostError("15", "PAN/PSN must be packed decimal")
     icc_mk = _kd.derive_icc_mk_a(mk.value, digits[:14], digits[14:])
     if scheme == "0":
