@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hsmcloud.appliances.payshield.host_commands import COMMANDS, execute
 
 import payshield_oracle as o
-from payshield_helpers import TEST_LMK, allocate, authorize, config, host, load_lmk, running
+from payshield_helpers import TEST_LMK, allocate, authorize, config, host, load_lmk, running, tenant
 from payshield_inprocess import Host
 from payshield_workload import Exchange, Workload
 
@@ -96,7 +96,7 @@ def test_every_command_has_a_documented_error_set():
 
 
 @pytest.mark.parametrize("code", sorted(COMMANDS))
-@settings(max_examples=int(os.environ.get("HSMCLOUD_PAYSHIELD_PROPERTY_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+@settings(max_examples=int(os.environ.get("HSMCLOUD_PAYSHIELD_PROPERTY_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           derandomize=True)
 @given(data=st.data())
 def test_malformed_requests_get_a_documented_error_and_change_nothing(hsm, exchanges, code, data):
@@ -113,11 +113,15 @@ def test_malformed_requests_get_a_documented_error_and_change_nothing(hsm, excha
     assert snapshot(hsm) == before
 
 
+async def appliance_state(appliance) -> tuple:
+    """What a tenant sees of the security domain: LMKs (with check values), settings, TLS."""
+    async with tenant(appliance) as api:
+        return tuple([(await api.get(path)).json() for path in ("/lmk", "/settings", "/host-tls")])
+
+
 def test_malformed_requests_over_a_host_port_keep_the_connection(tmp_path):
     """Every command, every kind of damage, one connection: each gets an answer, and the
     connection still serves a valid request at the end."""
-    import os
-
     keyblock_key = os.urandom(32)
     workload = Workload(random.Random(11), keyblock_key)
     rnd = random.Random(12)
@@ -129,6 +133,7 @@ def test_malformed_requests_over_a_host_port_keep_the_connection(tmp_path):
             await load_lmk(appliance, keyblock_key, scheme="keyblock", slot=1)
             await authorize(appliance, 0)
             await authorize(appliance, 1)
+            before = await appliance_state(appliance)
             client = await host(appliance, 1)
             for code in workload.commands:
                 exchange = workload.exchange(code)
@@ -140,5 +145,7 @@ def test_malformed_requests_over_a_host_port_keep_the_connection(tmp_path):
             valid = workload.exchange("CW")
             valid.check(await client.call(valid.request))
             await client.close()
+            assert await appliance_state(appliance) == before
+
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
