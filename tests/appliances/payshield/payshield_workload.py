@@ -266,6 +266,10 @@ class Workload:
             pin = o.pin_from_variant_lmk(body("JA", response), account, self.material)
             assert len(pin) == length and pin.isdigit()
 
+        if self.rng.random() < 0.3:  # the whole PAN ended by ';': bound to the 12 digits before its check digit
+            pan = self.pan(self.rng.randint(13, 19))
+            account = pan[-13:-1]
+            return self._ex("JA", f"JA{pan};{length:02d}".encode(), check)
         return self._ex("JA", f"JA{account}{length:02d}".encode(), check)
 
     def _to_lmk(self, code: str, key: str) -> Exchange:

@@ -509,20 +509,28 @@ def cmd_cc(ctx: CommandContext, cur: Cursor) -> Response:
 def cmd_ja(ctx: CommandContext, cur: Cursor) -> Response:
     """Generate a random PIN, returned under the LMK.
 
-    The account is the usual 12 digits, or the 18-digit full-account form (the PAN's 18
-    rightmost digits excluding the check digit; the PIN is bound to its last 12). The PIN
-    length (2N) is optional: without it the PIN has the default length of 4 digits.
+    The account is the usual 12 digits, the 18-digit full-account form (the PAN's 18
+    rightmost digits excluding the check digit; the PIN is bound to its last 12), or the whole
+    PAN (13..19 digits) ended by ``;`` (the PIN is bound to the 12 digits before its check
+    digit). The PIN length (2N) is optional: without it the PIN has the default length of 4.
     """
-    digits = 0
-    while cur.peek(1).isdecimal() and cur.peek(1).isascii():
-        digits += 1
-        cur.pos += 1
-    cur.pos -= digits
-    if digits not in (12, 14, 18, 20):
-        raise HostError("15", "JA takes a 12- or 18-digit account number and an optional 2-digit PIN length")
-    account_field = cur.take_digits(18 if digits >= 18 else 12)
-    account = pinblocks.check_account(account_field[-12:])
-    length = int(cur.take_digits(2)) if digits in (14, 20) else DEFAULT_PIN_LENGTH
+    if ";" in cur.text[cur.pos : cur.pos + 20]:
+        pan = cur.until(";", max_length=19)
+        if not 13 <= len(pan) <= 19 or not pan.isdecimal():
+            raise HostError("15", "JA takes a PAN of 13..19 digits before ';'")
+        account = pinblocks.check_account(pan[-13:-1])
+        has_length = len(cur.peek(2)) == 2 and cur.peek(2).isdecimal()
+    else:
+        digits = 0
+        while cur.peek(1).isdecimal():
+            digits += 1
+            cur.pos += 1
+        cur.pos -= digits
+        if digits not in (12, 14, 18, 20):
+            raise HostError("15", "JA takes a 12- or 18-digit account number and an optional 2-digit PIN length")
+        account = pinblocks.check_account(cur.take_digits(18 if digits >= 18 else 12)[-12:])
+        has_length = digits in (14, 20)
+    length = int(cur.take_digits(2)) if has_length else DEFAULT_PIN_LENGTH
     if not 4 <= length <= 12:
         raise HostError("24")
     lmk = ctx.lmk(cur.trailing())
