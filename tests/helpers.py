@@ -63,3 +63,16 @@ def hsm_body(subnet_id: str, *, location: str = "eastus", sku: str = LUNA, ip: s
     if stamp:
         props["stampId"] = stamp
     return {"location": location, "sku": {"name": sku}, "tags": tags or {}, "properties": props}
+
+
+def wait_operation(c, location: str, *, polls: int = 1200, pause: float = 0.05):
+    """Poll an operation's URL until it stops answering 202; its final answer.
+
+    Fails the test when the operation is still running after `polls` polls, or when a poll
+    answers anything but 202 on the way (an error while it runs is an error)."""
+    for _ in range(polls):
+        r = c.get(location)
+        if r.status_code != 202:
+            return r
+        time.sleep(pause)
+    raise AssertionError(f"the operation at {location} was still running after {polls} polls")

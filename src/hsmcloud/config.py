@@ -40,6 +40,9 @@ class Settings:
     # Identifies this replica when it leases long-running operations.
     worker_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
     run_worker: bool = True
+    # How long a worker's lease on an operation lasts unless renewed (it renews it every third of
+    # that while a step runs). Another worker takes the operation over once it has expired.
+    operation_lease_seconds: float = 15.0
 
     @property
     def resolved_database_url(self) -> str:

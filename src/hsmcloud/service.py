@@ -9,7 +9,7 @@ from hsmcloud.config import Settings
 from hsmcloud.controlplane.credentials import TenantCredentials
 from hsmcloud.controlplane.hsms import HsmService
 from hsmcloud.controlplane.lifecycle import Lifecycle
-from hsmcloud.controlplane.operations import release_all_leases
+from hsmcloud.controlplane.operations import release_leases_of_dead_local_workers
 from hsmcloud.fleet.device_host import DeviceHost
 from hsmcloud.fleet.inventory import seed_fleet
 from hsmcloud.identity import directory
@@ -46,8 +46,9 @@ def build_services(settings: Settings) -> Services:
         try:
             with store.session() as s:
                 seed_fleet(s, settings.regions, share_single_loopback=settings.loopback_share_single)
-                if store.is_sqlite:
-                    release_all_leases(s)  # SQLite means one replica: every lease belongs to a dead process
+                # A crashed worker of this machine resumes at once; other machines' leases expire.
+                release_leases_of_dead_local_workers(
+                    s, own_id=settings.worker_id if settings.run_worker else None)
             break
         except IntegrityError:
             if attempt == 2:  # another replica seeding the same fleet at the same moment

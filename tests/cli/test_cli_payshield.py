@@ -382,3 +382,29 @@ def test_a_claim_or_rotation_whose_answer_was_lost_is_settled_on_next_use(cli, c
     assert cli.json("payshield", "lmk", "list", *args, sub=sub) == []
     kept = store.load(subscription=sub, resource_group=RG, name="pay-c4", serial=ep["serial"])
     assert kept.token == taken and kept.next_token is None
+
+
+def test_operator_licence_and_firmware_wait_for_their_operations(cli, pay):
+    serial = pay["ep"]["serial"]
+    lifted = cli.ok("operator", "licence", serial)
+    assert f"Device {serial}: calls-per-second limit lifted." in lifted.stdout
+    assert "• ApplyingLicence" in lifted.stderr and "• Succeeded" in lifted.stderr  # the steps as they go
+    done = cli.json("operator", "licence", serial, "--restore")
+    assert (done["status"], done["result"]["licence"]["cps_limit_lifted"]) == ("Succeeded", False)
+    accepted = cli.json("operator", "licence", serial, "--no-wait")
+    assert accepted["status"] == "InProgress" and accepted["operationId"]
+    cli.fails("operator", "firmware", serial, "--version", "1.4a 1.8.3", code="DeviceAllocated")
+
+    free = [d["serial"] for d in cli.json("operator", "devices", "--region", "eastus")
+            if d["kind"] == "payshield" and d["role"] == "customer" and d["state"] == "free"]
+    spare = free[-1]  # the last one any create would take
+    cli.fails("operator", "firmware", spare, "--version", "1.4a 1.8.2", code="FirmwareRefused")
+    patched = cli.ok("operator", "firmware", spare, "--version", "1.4a 1.8.3")
+    assert f"Device {spare} now runs firmware 1.4a 1.8.3." in patched.stdout
+    ops = cli.json("operator", "operations", "--target", spare)
+    assert [(o["kind"], o["status"]) for o in ops] == [("device.firmware", "Succeeded"),
+                                                        ("device.firmware", "Failed")]
+    assert ops[1]["error"]["code"] == "FirmwareRefused"
+    assert "device.firmware" in cli.ok("operator", "operations", "--kind", "device.firmware").stdout
+    state = {d["serial"]: d["state"] for d in cli.json("operator", "devices", "--region", "eastus")}
+    assert state[spare] == "free"  # back in the pool after each patch

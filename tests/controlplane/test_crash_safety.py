@@ -32,8 +32,8 @@ def database_url(request):
 class Service:
     """`hsmcloud up` as a separate process, as a user runs it."""
 
-    def __init__(self, state_dir: Path, database_url: str | None):
-        self.state_dir, self.database_url = state_dir, database_url
+    def __init__(self, state_dir: Path, database_url: str | None, *extra_args: str):
+        self.state_dir, self.database_url, self.extra_args = state_dir, database_url, extra_args
         self.proc = None
 
     def start(self) -> None:
@@ -42,6 +42,7 @@ class Service:
                "--step-delay", "0.4", "--gateway-provision-seconds", "0", "--region", "eastus"]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        cmd += list(self.extra_args)  # later options win
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(600):
             if (self.state_dir / "endpoint.json").exists():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.controlplane.test_payment_hsm import tenant_management
 from tests.controlplane.test_rules import PAY, hsm_url
-from tests.helpers import LUNA, make_network
+from tests.helpers import LUNA, make_network, wait_operation
 
 V2021 = {"api-version": "2021-11-30"}
 
@@ -23,9 +23,8 @@ def wait_terminal(c, sub, rg, name) -> dict:
 def _deleted(c, sub, name) -> None:
     r = c.delete(hsm_url(sub, "hsm-rg", name), params=V2021)
     assert r.status_code == 202, r.text
-    for _ in range(600):
-        if c.get(r.headers["location"]).status_code != 202:
-            break
+    done = wait_operation(c, r.headers["location"])
+    assert done.status_code == 200, done.text
     assert c.get(hsm_url(sub, "hsm-rg", name), params=V2021).status_code == 404
 
 

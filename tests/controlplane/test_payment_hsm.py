@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import httpx
 
 from tests.controlplane.test_rules import PAY, hsm_url, put_hsm, wait_terminal
-from tests.helpers import HSM_API, hsm_body, make_network
+from tests.helpers import HSM_API, hsm_body, make_network, wait_operation
 
 
 def host_command(address: str, port: int, command: bytes, header: bytes = b"HEAD") -> bytes:
@@ -67,9 +68,8 @@ def test_payment_hsm_has_host_ports_and_needs_release_before_delete(cloud):
         assert mgmt.post("/release").status_code == 200
         r = c.delete(hsm_url(sub, "hsm-rg", "pay1"), params={"api-version": HSM_API})
         assert r.status_code == 202
-        for _ in range(600):
-            if c.get(r.headers["location"]).status_code != 202:
-                break
+        done = wait_operation(c, r.headers["location"])
+        assert done.status_code == 200, done.text
         assert c.get(hsm_url(sub, "hsm-rg", "pay1"), params={"api-version": HSM_API}).status_code == 404
     with cloud.http(operator=True) as op:
         device = next(d for d in op.get("/operator/devices").json()["value"] if d["serial"] == ep["serial"])
@@ -86,25 +86,50 @@ def test_force_delete_releases_a_payment_device_out_of_band(cloud):
         mgmt = tenant_management(c, sub, "pay2")
         assert mgmt.put("/settings", json={"header_length": 6}).status_code == 200
     with cloud.http(operator=True) as op:
-        # Provider settings on a held device: lifting the licence limit for a benchmark.
+        # Provider settings on a held device: lifting the licence limit for a benchmark. The request
+        # is an operation a worker carries out; the operator follows it.
         r = op.put(f"/operator/devices/{ep['serial']}/licence", json={"cpsLimitLifted": True})
-        assert r.status_code == 200, r.text
-        # The provider patches only unallocated devices.
+        assert r.status_code == 202, r.text
+        done = follow(op, r)
+        assert done.status_code == 200, done.text
+        assert done.json()["kind"] == "device.licence" and done.json()["status"] == "Succeeded"
+        assert done.json()["result"]["licence"]["cps_limit_lifted"] is True
+        assert mgmt.get("/health").json()["licence"]["cps_limit_lifted"] is True
+        # The provider patches only unallocated devices: refused when asked, no operation started.
         r = op.post(f"/operator/devices/{ep['serial']}/firmware", json={"version": "1.4a 1.8.3"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "DeviceAllocated"
         r = op.post(f"/operator/subscriptions/{sub}/resourceGroups/hsm-rg/dedicatedHSMs/pay2/forceDelete")
         assert r.status_code == 202
-        loc = r.json()["location"]
-        for _ in range(600):
-            if op.get(loc).status_code != 202:
-                break
-        assert op.get(loc).status_code == 200
+        assert follow(op, r, r.json()["location"]).status_code == 200
         device = next(d for d in op.get("/operator/devices").json()["value"] if d["serial"] == ep["serial"])
         assert device["state"] == "free"
+        # A version below the supported base: the device refuses, the operation fails with its
+        # reason, and the device is back in the pool.
         r = op.post(f"/operator/devices/{ep['serial']}/firmware", json={"version": "1.4a 1.8.2"})
-        assert r.status_code == 400, r.text
+        assert r.status_code == 202, r.text
+        refused = follow(op, r)
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "FirmwareRefused", refused.text
+        device = next(d for d in op.get("/operator/devices").json()["value"] if d["serial"] == ep["serial"])
+        assert device["state"] == "free"
         r = op.post(f"/operator/devices/{ep['serial']}/firmware", json={"version": "1.4a 1.8.3"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 202, r.text
+        done = follow(op, r)
+        assert done.status_code == 200 and done.json()["result"]["firmware"] == "1.4a 1.8.3", done.text
+        ops = op.get("/operator/operations", params={"target": ep["serial"]}).json()["value"]
+        assert [(o["kind"], o["status"]) for o in ops] == [
+            ("device.firmware", "Succeeded"), ("device.firmware", "Failed"), ("device.licence", "Succeeded")]
+
+
+def follow(op, accepted, location=None):
+    """Poll an operator operation until it ends; fails the test if it never does."""
+    location = location or accepted.headers["location"]
+    for _ in range(600):
+        r = op.get(location)
+        if r.status_code != 202:
+            return r
+        assert r.json()["status"] == "InProgress", r.text
+        time.sleep(0.05)
+    raise AssertionError(f"operation {location} still in progress")
 
 
 def test_sdk_creates_a_payment_hsm_with_two_host_nics_and_a_management_profile(cloud):

@@ -1,11 +1,16 @@
 """The rules of the service, each with its own error code and a message that names the fix."""
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import timedelta
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from sqlalchemy import update
+
+from hsmcloud.controlplane.scope import utcnow
+from hsmcloud.store.models import VirtualNetworkGateway
 
 from tests.helpers import HSM_API, NET_API, hsm_body, make_network, sdk_client
 
@@ -57,7 +62,7 @@ def test_subnet_without_delegation_names_the_fix(cloud):
 
 def test_gateway_race_fails_then_retry_succeeds(cloud):
     sub = cloud.new_subscription()
-    cloud.settings.gateway_provision_seconds = 1.5
+    cloud.settings.gateway_provision_seconds = 3600  # the gateway is still Updating for as long as this test runs
     try:
         with cloud.http(sub) as c:
             subnet = make_network(c, sub)
@@ -68,15 +73,17 @@ def test_gateway_race_fails_then_retry_succeeds(cloud):
         client.dedicated_hsm.begin_create_or_update("hsm-rg", "race1", hsm_body(subnet)).result()
     assert err.value.error.code == "GatewayNotReady"
     assert "hsm-vnet-gw" in err.value.message and "retry the deployment" in err.value.message
+    gw = f"/subscriptions/{sub}/resourceGroups/hsm-rg/providers/Microsoft.Network/virtualNetworkGateways/hsm-vnet-gw"
     with cloud.http(sub) as c:
         failed = wait_terminal(c, sub, "hsm-rg", "race1")
         assert failed["properties"]["provisioningState"] == "Failed"
         assert failed["properties"]["statusMessage"] == err.value.error.message
-        gw = f"/subscriptions/{sub}/resourceGroups/hsm-rg/providers/Microsoft.Network/virtualNetworkGateways/hsm-vnet-gw"
-        for _ in range(400):
-            if c.get(gw, params={"api-version": NET_API}).json()["properties"]["provisioningState"] == "Succeeded":
-                break
-            time.sleep(0.05)
+        assert c.get(gw, params={"api-version": NET_API}).json()["properties"]["provisioningState"] == "Updating"
+        # The gateway's hour passes (its ready time moves into the past, as time passing does).
+        with cloud.services.store.session() as s:
+            s.execute(update(VirtualNetworkGateway).where(VirtualNetworkGateway.subscription_id == sub)
+                      .values(ready_at=utcnow() - timedelta(seconds=1)))
+        assert c.get(gw, params={"api-version": NET_API}).json()["properties"]["provisioningState"] == "Succeeded"
     # The same PUT again, as a redeployment would, now succeeds.
     hsm = client.dedicated_hsm.begin_create_or_update("hsm-rg", "race1", hsm_body(subnet)).result()
     assert hsm.properties.provisioning_state == "Succeeded"
@@ -357,28 +364,50 @@ def test_failed_hsm_takes_a_corrected_put(cloud):
         assert done["properties"]["networkProfile"]["networkInterfaces"][0]["privateIpAddress"] == "10.12.1.9"
 
 
+@contextlib.contextmanager
+def worker_paused(cloud):
+    """The service's worker claims nothing meanwhile: what it is given waits, In Progress."""
+    engine = cloud.services.lifecycle.engine
+
+    async def claims_nothing() -> bool:
+        return False
+
+    engine.run_once = claims_nothing
+    try:
+        yield
+    finally:
+        del engine.run_once  # the engine's own again
+        engine.wake()
+
+
 def test_delete_during_create_is_refused_until_it_finishes(cloud):
     sub = cloud.new_subscription()
-    cloud.settings.step_delay_seconds = 0.5
-    try:
-        with cloud.http(sub) as c:
-            subnet = make_network(c, sub)
-            put_hsm(c, sub, "hsm-rg", "busy1", hsm_body(subnet))
+    with cloud.http(sub) as c:
+        subnet = make_network(c, sub)
+        with worker_paused(cloud):
+            assert put_hsm(c, sub, "hsm-rg", "busy1", hsm_body(subnet)).status_code == 201
             r = c.delete(hsm_url(sub, "hsm-rg", "busy1"), params={"api-version": HSM_API})
             assert r.status_code == 409 and r.json()["error"]["code"] == "AnotherOperationInProgress"
-    finally:
-        cloud.settings.step_delay_seconds = 0.0
-    with cloud.http(sub) as c:
+            # Refused, and nothing changed: the create is where it was.
+            got = c.get(hsm_url(sub, "hsm-rg", "busy1"), params={"api-version": HSM_API}).json()
+            assert got["properties"]["provisioningState"] == "CheckingQuota"
         assert wait_terminal(c, sub, "hsm-rg", "busy1")["properties"]["provisioningState"] == "Succeeded"
+        r = c.delete(hsm_url(sub, "hsm-rg", "busy1"), params={"api-version": HSM_API})
+        assert r.status_code == 202, r.text
 
 
 def test_operator_inputs_are_checked(cloud):
-    sub = cloud.new_subscription(allowlist=False)
+    never = cloud.new_subscription(allowlist=False)
+    approved = cloud.new_subscription()
     with cloud.http(operator=True) as op:
-        r = op.put(f"/operator/subscriptions/{sub}/allowlist", json={"allowlisted": "false"})
-        assert r.status_code == 400
-        assert op.get("/operator/events", params={"limit": "abc"}).status_code == 400
-        assert op.put(f"/operator/subscriptions/{sub}/quotas/mars", json={"perRegion": 1, "perStamp": 1}
-                      ).status_code == 400
+        for sub in (never, approved):
+            r = op.put(f"/operator/subscriptions/{sub}/allowlist", json={"allowlisted": "false"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequestContent", r.text
+        r = op.get("/operator/events", params={"limit": "abc"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidLimit"
+        r = op.put(f"/operator/subscriptions/{approved}/quotas/mars", json={"perRegion": 1, "perStamp": 1})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "UnknownRegion"
         subs = {x["subscriptionId"]: x for x in op.get("/operator/subscriptions").json()["value"]}
-        assert subs.get(sub, {}).get("allowlisted") in (None, False)
+        # The refused requests changed nothing: no row for the one never seen, the approval of the other kept.
+        assert never not in subs
+        assert subs[approved]["allowlisted"] is True

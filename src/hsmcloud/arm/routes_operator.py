@@ -1,20 +1,21 @@
 """The provider's operator surface (REST under /operator), for platform teams."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
-from hsmcloud.arm import render
 from hsmcloud.arm.auth import operator
 from hsmcloud.arm.routes_hsm import json_body, services
 from hsmcloud.controlplane.hsms import arm_id
-from hsmcloud.controlplane import fleet_view, subscriptions
+from hsmcloud.controlplane import device_operations, fleet_view, subscriptions
+from hsmcloud.controlplane.operations import recent
 from hsmcloud.controlplane.hsms import live_key, validate_name
 from hsmcloud.controlplane.scope import check_group_name, require_region, utcnow
 from hsmcloud.errors import InvalidRequest, NotFound
 from hsmcloud.identity.tokens import normalize_subscription_id
-from hsmcloud.store.models import DedicatedHsm, Device, Event, Operation, Subscription
+from hsmcloud.store.models import DedicatedHsm, Event, Operation, Subscription
 
 router = APIRouter(prefix="/operator")
 
@@ -163,19 +164,37 @@ def _operation_url(request: Request, op_id: str) -> str:
     return f"{str(request.base_url).rstrip('/')}/operator/operations/{op_id}"
 
 
+@router.get("/operations")
+def operations(request: Request):
+    """Operations, newest first: ?status=InProgress|Succeeded|Failed, ?kind=…, ?target=…, ?limit=N."""
+    operator(request)
+    svc = services(request)
+    q = request.query_params
+    raw = q.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest(f"limit must be a whole number from 1 to 1000, not '{raw}'.", code="InvalidLimit")
+    status = q.get("status")
+    if status is not None and status not in ("InProgress", "Succeeded", "Failed"):
+        raise InvalidRequest(f"status must be InProgress, Succeeded or Failed, not '{status}'.",
+                             code="InvalidOperationStatus")
+    with svc.store.session() as s:
+        rows = recent(s, status=status, kind=q.get("kind"), target=q.get("target"), limit=int(raw))
+        return {"value": [fleet_view.operation(op, svc.lifecycle.kinds) for op in rows]}
+
+
 @router.get("/operations/{op_id}")
 def operation(request: Request, op_id: str):
-    """An operation an operator started (force delete): 202 while it runs, then its outcome."""
+    """An operation an operator started (force delete, licence, firmware): 202 while it runs, then its outcome."""
     operator(request)
     svc = services(request)
     with svc.store.session() as s:
         op = s.get(Operation, op_id)
         if op is None:
             raise NotFound(f"Operation '{op_id}' was not found.", code="OperationNotFound")
-        out = render.operation_status(op)
+        out = fleet_view.operation(op, svc.lifecycle.kinds)
     if out["status"] == "InProgress":
-        return Response(status_code=202, headers={"Location": _operation_url(request, op_id),
-                                                  "Retry-After": str(svc.settings.retry_after_seconds)})
+        return JSONResponse(out, status_code=202, headers={"Location": _operation_url(request, op_id),
+                                                           "Retry-After": str(svc.settings.retry_after_seconds)})
     if out["status"] == "Failed":
         err = out.get("error") or {"code": "OperationFailed", "message": "The operation failed."}
         return JSONResponse({"error": {"code": err.get("code"), "message": err.get("message"),
@@ -183,54 +202,42 @@ def operation(request: Request, op_id: str):
     return out
 
 
-def _payment_device(svc, serial: str):
-    with svc.store.session() as s:
-        d = s.get(Device, serial)
-        if d is None:
-            raise NotFound(f"No device with serial '{serial}'. 'hsmcloud operator devices' lists them.",
-                           code="DeviceNotFound")
-        if d.kind != "payshield":
-            raise InvalidRequest(f"Device {serial} is a {d.kind} device; this applies to payment devices only.",
-                                 code="NotAPaymentDevice")
-        return d.state, d.hsm_id
+def _accepted(request: Request, svc, op) -> JSONResponse:
+    svc.lifecycle.wake()
+    url = _operation_url(request, op.id)
+    return JSONResponse({"operationId": op.id, "serial": op.target, "status": op.status, "step": op.step,
+                         "location": url}, status_code=202,
+                        headers={"Location": url, "Retry-After": str(svc.settings.retry_after_seconds)})
 
 
 @router.put("/devices/{serial}/licence")
 async def device_licence(request: Request, serial: str):
-    """Lift (or restore) a payment device's calls-per-second licence limit, e.g. for benchmarks."""
+    """Lift (or restore) a payment device's calls-per-second licence limit, e.g. for benchmarks (an operation)."""
     who = operator(request)
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("cpsLimitLifted"), bool):
         raise InvalidRequest("Send {\"cpsLimitLifted\": true|false}.", code="InvalidRequestContent")
     svc = services(request)
-    state, _ = _payment_device(svc, serial)
-    if state != "allocated":
-        raise InvalidRequest(f"Device {serial} is {state}; the licence setting applies to a running (allocated) "
-                             "device.", code="DeviceNotAllocated")
-    mgmt = await svc.lifecycle.start_device(serial)
-    licence = await mgmt.set_licence(cps_limit_lifted=body["cpsLimitLifted"])
-    with svc.store.session() as s:
-        subscriptions.record(s, who.name, "device.licence", serial, cpsLimitLifted=body["cpsLimitLifted"])
-    return {"serial": serial, "licence": licence}
+
+    def begin():
+        with svc.store.session() as s:
+            return device_operations.begin_licence(s, actor=who.name, serial=serial,
+                                                   cps_limit_lifted=body["cpsLimitLifted"])
+
+    return _accepted(request, svc, await run_in_threadpool(begin))
 
 
 @router.post("/devices/{serial}/firmware")
 async def device_firmware(request: Request, serial: str):
-    """Patch an unallocated payment device (tenants patch their own)."""
+    """Patch an unallocated payment device (tenants patch their own), as an operation."""
     who = operator(request)
     body = await json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("version"), str):
+    if not isinstance(body, dict) or not isinstance(body.get("version"), str) or not body["version"].strip():
         raise InvalidRequest("Send {\"version\": \"1.4a 1.8.3\"}.", code="InvalidRequestContent")
     svc = services(request)
-    state, hsm_id = _payment_device(svc, serial)
-    if state != "free" or hsm_id:
-        raise InvalidRequest(f"Device {serial} is {state}: the provider patches unallocated devices only; the tenant "
-                             "patches a device it holds.", code="DeviceAllocated")
-    mgmt = await svc.lifecycle.start_device(serial)
-    try:
-        result = await mgmt.update_firmware(body["version"])
-    finally:
-        await svc.host.stop(serial)
-    with svc.store.session() as s:
-        subscriptions.record(s, who.name, "device.firmware", serial, version=body["version"])
-    return {"serial": serial, **result}
+
+    def begin():
+        with svc.store.session() as s:
+            return device_operations.begin_firmware(s, actor=who.name, serial=serial, version=body["version"])
+
+    return _accepted(request, svc, await run_in_threadpool(begin))

@@ -376,10 +376,13 @@ class Client:
 
     # ---- long-running operations ------------------------------------------------------------
     def wait_operation(self, location: str, *, interval: float | None, timeout: float,
-                       on_tick: Callable[[float], None] | None = None) -> httpx.Response:
+                       on_tick: Callable[[float], None] | None = None,
+                       on_status: Callable[[dict], None] | None = None) -> httpx.Response:
         """Poll an ARM operation URL (a delete's Location) until it stops answering 202.
 
-        Returns the final 2xx answer; a non-2xx answer there is the operation's ARM error."""
+        `on_status` sees the JSON body of each 202 answer that has one (the operator's operations
+        carry their step and state). Returns the final 2xx answer; a non-2xx answer there is the
+        operation's ARM error."""
         start = time.monotonic()
         delay = 0.0
         while True:
@@ -388,6 +391,13 @@ class Client:
             resp = self.send("GET", location)
             if resp.status_code != 202:
                 return resp
+            if on_status and resp.content:
+                try:
+                    body = resp.json()
+                except ValueError:
+                    body = None
+                if isinstance(body, dict):
+                    on_status(body)
             if on_tick:
                 on_tick(time.monotonic() - start)
             if time.monotonic() - start > timeout:

@@ -47,6 +47,9 @@ def up(
         None, "--share-loopback/--own-loopback",
         help="Devices share 127.0.0.1 (default where the OS has only it, e.g. macOS) or get 127.x.y.z each."),
     no_worker: bool = typer.Option(False, "--no-worker", help="Serve the API only; another replica runs steps."),
+    lease_seconds: float = typer.Option(15.0, "--operation-lease-seconds", min=0.5,
+                                        help="How long a worker's lease on an operation lasts unless renewed; "
+                                             "another worker takes a step over after that."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Run the whole service on 127.0.0.1: ARM endpoint, provisioning worker and appliances."""
@@ -62,7 +65,7 @@ def up(
                         step_delay_seconds=step_delay, retry_after_seconds=retry_after,
                         device_ssh_port=device_ssh_port, device_ntls_port=device_ntls_port,
                         device_host_port=device_host_port,
-                        run_worker=not no_worker)
+                        run_worker=not no_worker, operation_lease_seconds=lease_seconds)
     if share_loopback is not None:
         settings.loopback_share_single = share_loopback
     # The port first: a conflict is reported before anything is created or started.

@@ -145,24 +145,79 @@ SerialArg = Annotated[str, typer.Argument(help="Device serial (see 'hsmcloud ope
                                           show_default=False)]
 
 
+WaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return at once with the operation to poll.")]
+IntervalOpt = Annotated[Optional[float], typer.Option("--interval", show_default=False,
+                                                      help="Seconds between polls.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds.")]
+
+
+def _run_device_operation(cx: Ctx, accepted: dict, label: str, *, no_wait: bool, interval: float | None,
+                          timeout: float) -> dict:
+    """Follow a device operation the service accepted (202) until it ends, showing its steps."""
+    location = (accepted or {}).get("location")
+    if not location or no_wait:
+        return dict(accepted or {}, status="InProgress")
+    with cx.out.progress(label) as progress:
+        progress.update(accepted.get("step"))
+        final = cx.client.wait_operation(location, interval=poll_interval(interval), timeout=timeout,
+                                         on_tick=lambda _t: progress.tick(),
+                                         on_status=lambda op: progress.update(op.get("provisioningState")))
+        progress.update("Succeeded")
+    return final.json()
+
+
 @service_command(app, "licence", operator=True)
 def licence(cx: Ctx, serial: SerialArg,
             lift: Annotated[bool, typer.Option("--lift/--restore",
                                                help="Lift the calls-per-second limit (benchmarks) or restore it.")]
-            = True):
-    """Lift or restore an allocated payment device's calls-per-second licence limit."""
+            = True, no_wait: WaitOpt = False, interval: IntervalOpt = None, timeout: TimeoutOpt = 600.0):
+    """Lift or restore an allocated payment device's calls-per-second licence limit (waits for the operation)."""
     r = cx.client.put(arm_path("operator", "devices", serial, "licence"), {"cpsLimitLifted": lift})
-    cx.out.result(r, lambda d: cx.out.print(
-        f"Device {serial}: calls-per-second limit {'lifted' if lift else 'restored'}."))
+    op = _run_device_operation(cx, r, f"licence {serial}", no_wait=no_wait, interval=interval, timeout=timeout)
+
+    def human(d: dict) -> None:
+        if d.get("status") == "Succeeded":
+            cx.out.print(f"Device {serial}: calls-per-second limit {'lifted' if lift else 'restored'}.")
+        else:
+            cx.out.print(f"Licence change of device {serial} accepted (operation {d.get('operationId') or d.get('id')}).")
+    cx.out.result(op, human)
 
 
 @service_command(app, "firmware", operator=True)
 def firmware(cx: Ctx, serial: SerialArg,
              version: Annotated[str, typer.Option("--version", help="Firmware to install, e.g. '1.4a 1.8.3'.",
-                                                  show_default=False)]):
-    """Patch an unallocated payment device's firmware (versions below 1.4a 1.8.3 are refused)."""
+                                                  show_default=False)],
+             no_wait: WaitOpt = False, interval: IntervalOpt = None, timeout: TimeoutOpt = 600.0):
+    """Patch an unallocated payment device's firmware (versions below 1.4a 1.8.3 are refused; waits for it)."""
     r = cx.client.post(arm_path("operator", "devices", serial, "firmware"), {"version": version})
-    cx.out.result(r, lambda d: cx.out.print(f"Device {serial} now runs firmware {d.get('firmware')}."))
+    op = _run_device_operation(cx, r, f"firmware {serial}", no_wait=no_wait, interval=interval, timeout=timeout)
+
+    def human(d: dict) -> None:
+        if d.get("status") == "Succeeded":
+            cx.out.print(f"Device {serial} now runs firmware {(d.get('result') or {}).get('firmware')}.")
+        else:
+            cx.out.print(f"Firmware patch of device {serial} accepted (operation {d.get('operationId') or d.get('id')}).")
+    cx.out.result(op, human)
+
+
+@service_command(app, "operations", operator=True)
+def operations(cx: Ctx,
+               status: Annotated[Optional[str], typer.Option("--status", show_default=False,
+                                                             help="InProgress, Succeeded or Failed.")] = None,
+               kind: Annotated[Optional[str], typer.Option("--kind", show_default=False,
+                                                           help="e.g. hsm.create, device.firmware.")] = None,
+               target: Annotated[Optional[str], typer.Option("--target", show_default=False,
+                                                             help="An HSM's internal id or a device serial.")] = None,
+               limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Newest N.")] = 50):
+    """Long-running operations, newest first: kind, target, step, the worker holding it, outcome."""
+    params = {k: v for k, v in (("status", status), ("kind", kind), ("target", target)) if v}
+    params["limit"] = str(limit)
+    items = cx.client.get("/operator/operations", params=params).get("value") or []
+    cx.out.result(items, lambda xs: cx.out.table(
+        ["Started", "Kind", "Target", "Status", "Step", "Worker", "Error"],
+        [[_short_time(o.get("startTime")), o.get("kind"), o.get("target"), styled_state(o.get("status")),
+          o.get("step"), o.get("worker"), (o.get("error") or {}).get("code")] for o in xs],
+        empty="No operations."))
 
 
 @service_command(app, "orphans", operator=True)

@@ -84,3 +84,26 @@ def billing(s: Session, subscription_id: str | None = None) -> list[dict]:
                         billedHours=max(1, math.ceil(hours - 1e-9)),
                         billing="ended" if h.deleted_at else "running"))
     return out
+
+
+def operation(op, kinds: dict) -> dict:
+    """An operation as operators follow it: kind, target, step and the state shown, outcome."""
+    kind = kinds.get(op.kind)
+    step = kind.steps.get(op.step) if kind else None
+    shown = (step.shown if step and step.shown else op.step) if op.status == "InProgress" else op.status
+    out = {"id": op.id, "kind": op.kind, "target": op.target, "status": op.status, "step": op.step,
+           "provisioningState": shown, "attempts": op.attempts, "startTime": op.created_at.isoformat(),
+           "lastUpdateTime": op.updated_at.isoformat()}
+    if op.subscription_id != "provider":
+        out["subscriptionId"] = op.subscription_id
+    if op.status != "InProgress":
+        out["endTime"] = op.updated_at.isoformat()
+    if op.status == "InProgress" and op.lease_owner:
+        out["worker"] = op.lease_owner
+    if op.params:
+        out["parameters"] = {k: v for k, v in op.params.items() if k != "actor"}
+    if op.result:
+        out["result"] = op.result
+    if op.error:
+        out["error"] = op.error
+    return out

@@ -160,7 +160,7 @@ class Device(Base):
     stamp_id: Mapped[int] = mapped_column(ForeignKey("stamps.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # luna | payshield
     role: Mapped[str] = mapped_column(String(16))  # customer | spare | test
-    state: Mapped[str] = mapped_column(String(16), default="free")  # free | allocated | reclaiming | failed
+    state: Mapped[str] = mapped_column(String(16), default="free")  # free|allocated|reclaiming|failed|maintenance
     hsm_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     loopback_address: Mapped[str] = mapped_column(String(45))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
@@ -215,16 +215,23 @@ class Operation(Base):
 
     __tablename__ = "operations"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # hsm.create | hsm.delete | group.delete
+    kind: Mapped[str] = mapped_column(String(32))  # hsm.create|hsm.delete|group.delete|device.licence|device.firmware
     subscription_id: Mapped[str] = mapped_column(String(36), index=True)
     location: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(64))
+    # An HSM's id, or a device's serial for the provider's device operations.
+    target: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default="InProgress")  # InProgress|Succeeded|Failed
     step: Mapped[str] = mapped_column(String(32))
     error: Mapped[dict | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Raised by every claim: a worker writes a step's result only while the row still has the epoch
+    # (and owner) it claimed with, so a worker whose lease was taken over cannot write (fencing).
+    lease_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What was asked (e.g. a firmware version) and what came of it (e.g. the device's answer).
+    params: Mapped[dict | None] = mapped_column(JSON)
+    result: Mapped[dict | None] = mapped_column(JSON)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -56,6 +56,9 @@ def config(tmp_path: Path, **overrides) -> PayShieldConfig:
         calls_per_second=2500,
         header_length=4,
     )
+    # PS_HOST_WORKERS=0 runs these tests with the host ports in the appliance's own event loop.
+    if os.environ.get("PS_HOST_WORKERS"):
+        values["host_workers"] = int(os.environ["PS_HOST_WORKERS"])
     values.update(overrides)
     return PayShieldConfig(**values)
 

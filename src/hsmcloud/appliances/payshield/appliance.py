@@ -7,10 +7,10 @@ appliance keeps no global state and its state directory is its only storage.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import os
 import re
-import ssl
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,11 @@ from .errors import (
     NotFound,
     NoTrustedClientCertificate,
 )
-from .host_commands import COMMANDS, ClearKey, Outcome, execute, open_key, seal_key
-from .host_server import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, ConnectionLimits, HostPort, RateLimiter
+from .host_commands import COMMANDS, ClearKey, open_key, seal_key
+from .host_runtime import domain_message
+from .host_server import DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, ConnectionLimits
+from .host_shared import INTERFACES, SharedHostState
+from .host_workers import HostWorkers, InProcessHosts
 from .host_tls import (
     MAX_TRUSTED,
     MODES,
@@ -41,7 +44,6 @@ from .host_tls import (
     TrustedCertificate,
     new_server_identity,
     parse_certificates,
-    server_context,
 )
 from .lmk import (
     KEY_USAGES,
@@ -68,6 +70,9 @@ from .product import (
 )
 from .state import ApplianceState, Claim
 
+MAX_HOST_WORKERS = 16
+#: Seconds between two samples of the host workers' busy time (J2's utilisation bands).
+UTILISATION_SAMPLE_SECONDS = 1.0
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 
@@ -99,6 +104,9 @@ class PayShieldConfig:
     host_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     #: Seconds to complete a frame once its first byte arrived (and a TLS handshake, and reading an answer).
     host_frame_timeout: float = DEFAULT_FRAME_TIMEOUT
+    #: Processes serving HOST1/HOST2 (sharing their listening sockets): None = one per CPU core;
+    #: 0 = serve them in the appliance's own event loop.
+    host_workers: int | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -119,7 +127,18 @@ class PayShieldConfig:
             raise ValueError("header_length must be 0..255")
         if not self.mgmt_token:
             raise ValueError("mgmt_token must not be empty")
+        if self.host_workers is not None and not (
+            isinstance(self.host_workers, int) and not isinstance(self.host_workers, bool)
+            and 0 <= self.host_workers <= MAX_HOST_WORKERS
+        ):
+            raise ValueError(f"host_workers must be 0..{MAX_HOST_WORKERS} (or None: one per CPU core)")
         self.host_limits()  # checks the timeouts
+
+    def worker_count(self) -> int:
+        """How many processes serve the host ports (0: the appliance's own event loop)."""
+        if self.host_workers is None:
+            return max(1, min(os.cpu_count() or 1, MAX_HOST_WORKERS))
+        return self.host_workers
 
     def host_limits(self) -> ConnectionLimits:
         """Connection count and timeouts of each host interface."""
@@ -155,10 +174,13 @@ class PayShieldAppliance:
         self.config = config
         self._state: ApplianceState | None = None
         self._domain = SecurityDomain(lmk_slots=config.lmk_slots)
-        self._settings = HostSettings(header_length=config.header_length)
-        self._limiter = RateLimiter(config.calls_per_second)
-        self._host1: HostPort | None = None
-        self._host2: HostPort | None = None
+        self._settings = HostSettings(header_length=config.header_length, serial=config.serial)
+        # Licence bucket, connection slots and counters, shared with the host worker processes.
+        self._shared = SharedHostState(workers=max(1, config.worker_count()), commands=tuple(COMMANDS),
+                                       rate=config.calls_per_second, shared=config.worker_count() > 0)
+        self._hosts: HostWorkers | InProcessHosts | None = None
+        self._host_ports: dict[str, int] = {}
+        self._sampler: asyncio.Task | None = None
         self._mgmt: ManagementServer | None = None
         self._mgmt_port: int | None = None
         # TLS on the host ports: mode per port, trusted client certificates, the server identity.
@@ -182,11 +204,14 @@ class PayShieldAppliance:
         self._state = state
         self._lifecycle_lock = asyncio.Lock()
         try:
+            await asyncio.to_thread(state.count_start)
             self._load_from_state()
             await self._start_host_ports(cfg.host1_port, cfg.host2_port)
             mgmt = ManagementServer(create_management_app(self, cfg.mgmt_token), name="payshield-mgmt")
             self._mgmt_port = await mgmt.start(cfg.address, cfg.mgmt_port)
+            self._shared.mgmt_port = self._mgmt_port
             self._mgmt = mgmt
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_utilisation())
         except BaseException:
             await self.stop()
             raise
@@ -194,6 +219,9 @@ class PayShieldAppliance:
     async def stop(self) -> None:
         """Close the listeners and every connection; the state stays on disk. Idempotent."""
         try:
+            if self._sampler is not None:
+                self._sampler.cancel()
+                self._sampler = None
             if self._mgmt is not None:
                 await self._mgmt.stop()
             await self._stop_host_ports()
@@ -207,7 +235,7 @@ class PayShieldAppliance:
     def _load_from_state(self) -> None:
         state = self.state
         device = state.device()
-        self._limiter.lifted = device.cps_limit_lifted
+        self._shared.lifted = device.cps_limit_lifted
         self._domain.clear()
         for record in state.lmks():
             lmk_id = f"{record.slot:02d}"
@@ -221,6 +249,8 @@ class PayShieldAppliance:
             header_length=stored.get("header_length", self.config.header_length),
             disabled_commands=frozenset(stored.get("disabled_commands", ())),
             firmware_number=firmware_number(device.firmware),
+            serial=self.config.serial,
+            starts=state.starts(),
         )
         # States written before TLS modes per port had one switch, host_tls, for both.
         modes = stored.get("host_tls_modes") or dict.fromkeys(PORTS, ON if stored.get("host_tls") else OFF)
@@ -232,18 +262,82 @@ class PayShieldAppliance:
 
     async def _start_host_ports(self, port1: int, port2: int) -> None:
         cfg = self.config
-        host1 = HostPort("HOST1", self._process, self._connection_error, limits=cfg.host_limits())
-        await host1.start(cfg.address, port1, self._host_tls_context("host1"))
-        self._host1 = host1
-        host2 = HostPort("HOST2", self._process, self._connection_error, limits=cfg.host_limits())
-        await host2.start(cfg.host2_address or cfg.address, port2, self._host_tls_context("host2"))
-        self._host2 = host2
+        count = cfg.worker_count()
+        if count:
+            hosts: HostWorkers | InProcessHosts = HostWorkers(
+                count=count, shared=self._shared, limits=cfg.host_limits(), name=f"payshield-{cfg.serial}",
+                sink=self._host_event)
+        else:
+            hosts = InProcessHosts(shared=self._shared, limits=cfg.host_limits(), sink=self._host_event)
+        self._host_ports = await hosts.start({"HOST1": (cfg.address, port1),
+                                              "HOST2": (cfg.host2_address or cfg.address, port2)})
+        self._hosts = hosts
+        for name, port in self._host_ports.items():
+            self._shared.set_listening(name, port)
+        self._push_settings()
+        self._push_domain()
+        await self._apply_host_tls(PORTS, cut=False)
 
     async def _stop_host_ports(self) -> None:
-        for port in (self._host1, self._host2):
-            if port is not None:
-                await port.stop()
-        self._host1 = self._host2 = None
+        for name in INTERFACES:
+            self._shared.set_listening(name, 0)
+        if self._hosts is not None:
+            await self._hosts.stop()
+        self._hosts = None
+        self._host_ports = {}
+
+    def _push_domain(self) -> None:
+        """Every process serving the host ports has the security domain as it is now."""
+        if self._hosts is not None:
+            self._hosts.push(domain_message(self._domain, material_of))
+
+    def _push_settings(self) -> None:
+        if self._hosts is not None:
+            self._hosts.push({"op": "settings", "settings": self._settings})
+
+    def _host_event(self, entries: list[dict[str, Any]]) -> None:
+        """Error-log entries from the host ports (failed commands, closed connections)."""
+        if self._state is not None:
+            self._state.errors(entries)
+
+    async def _sample_utilisation(self) -> None:
+        """Once a second: the share of the host workers' time spent executing commands (J2)."""
+        loop = asyncio.get_running_loop()
+        shared = self._shared
+        last_busy, last_at = shared.busy_seconds(), loop.time()
+        pins: collections.deque[tuple[float, int, int]] = collections.deque()
+        while True:
+            await asyncio.sleep(UTILISATION_SAMPLE_SECONDS)
+            busy, now = shared.busy_seconds(), loop.time()
+            if busy < last_busy:  # the counters were reset (release)
+                last_busy = 0.0
+                pins.clear()
+            elapsed = max(now - last_at, 1e-6)
+            shared.add_utilisation_sample(100.0 * (busy - last_busy) / (elapsed * shared.workers))
+            last_busy, last_at = busy, now
+            # PIN verifications in the last minute and hour (J8), failed ones in the last hour (JK).
+            verifies, failures = shared.pin_counts()
+            pins.append((now, verifies, failures))
+            while pins and pins[0][0] < now - 3600:
+                pins.popleft()
+            minute = next((v for t, v, _ in pins if t >= now - 60), verifies)
+            shared.set_pin_rates(verifies - minute, verifies - pins[0][1], failures - pins[0][2])
+
+    @property
+    def host_worker_pids(self) -> list[int]:
+        """Process ids serving the host ports (this process's own with ``host_workers=0``)."""
+        return [] if self._hosts is None else self._hosts.pids
+
+    def host_statistics(self) -> dict[str, Any]:
+        """Counters of the host ports, summed over every process that serves them."""
+        shared = self._shared
+        return {
+            "workers": self.config.worker_count(),
+            "per_worker": {name: shared.per_worker(name) for name in INTERFACES},
+            "command_volumes": shared.command_volumes(),
+            "traffic": shared.traffic(),
+            "connections": shared.connections(),
+        }
 
     @property
     def state(self) -> ApplianceState:
@@ -251,18 +345,19 @@ class PayShieldAppliance:
             raise RuntimeError(f"appliance {self.config.serial} is not running")
         return self._state
 
-    def _port(self, port: HostPort | None) -> int:
-        if port is None or port.port is None:
+    def _port(self, name: str) -> int:
+        port = self._host_ports.get(name)
+        if port is None:
             raise RuntimeError(f"appliance {self.config.serial} is not running")
-        return port.port
+        return port
 
     @property
     def host1_port(self) -> int:
-        return self._port(self._host1)
+        return self._port("HOST1")
 
     @property
     def host2_port(self) -> int:
-        return self._port(self._host2)
+        return self._port("HOST2")
 
     @property
     def host2_address(self) -> str:
@@ -285,25 +380,6 @@ class PayShieldAppliance:
 
     # -- host commands ------------------------------------------------------------------
 
-    async def _process(self, body: bytes, port: str, peer: str) -> Outcome | None:
-        settings = self._settings
-        if len(body) < settings.header_length + 2:
-            return None
-        await self._limiter.acquire()
-        outcome = execute(body, self._domain, settings)
-        if outcome.error_code != "00" and self._state is not None:
-            command = outcome.command if outcome.command.isprintable() else outcome.command.encode("latin-1").hex()
-            # A committed SQLite write: off the event loop, so other connections keep being served.
-            await asyncio.to_thread(
-                self._state.error,
-                source=port, command=command, error_code=outcome.error_code, peer=peer, message=outcome.message,
-            )
-        return outcome
-
-    def _connection_error(self, port: str, peer: str, kind: str, message: str) -> None:
-        if self._state is not None:
-            self._state.error(source=port, command="--", error_code=kind, peer=peer, message=message)
-
     # -- provider -------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -319,23 +395,24 @@ class PayShieldAppliance:
                 "premium_package": list(PREMIUM_PACKAGE_FEATURES),
             },
             "links": {
-                "host1": "up" if self._host1 is not None and self._host1.listening else "down",
-                "host2": "up" if self._host2 is not None and self._host2.listening else "down",
+                "host1": "up" if self._hosts is not None and self._hosts.alive() else "down",
+                "host2": "up" if self._hosts is not None and self._hosts.alive() else "down",
                 "mgmt": "up" if self._mgmt is not None and self._mgmt.serving else "down",
             },
             "ports": {
-                "host1": self._host1.port if self._host1 else None,
-                "host2": self._host2.port if self._host2 else None,
+                "host1": self._host_ports.get("HOST1"),
+                "host2": self._host_ports.get("HOST2"),
                 "mgmt": self._mgmt_port,
             },
             "claimed": device.tenant_token_hash is not None,
             "released": not self.state.customer_content_findings() and not self._domain.lmks,
             "lmks_loaded": len(self._domain.lmks),
             "host_connections": self._host_connections(),
+            "host_workers": len(self.host_worker_pids) if self.config.worker_count() else 0,
         }
 
     def _host_connections(self) -> int:
-        return sum(p.connections for p in (self._host1, self._host2) if p is not None)
+        return self._shared.connections() if self._hosts is not None else 0
 
     def tenant_token_hash(self) -> str | None:
         return self.state.device().tenant_token_hash
@@ -346,14 +423,14 @@ class PayShieldAppliance:
 
     def set_cps_limit_lifted(self, lifted: bool) -> None:
         self.state.set_cps_limit_lifted(lifted)
-        self._limiter.lifted = lifted
+        self._shared.lifted = lifted
         self.record(PROVIDER, "licence.cps_limit", lifted=lifted)
 
     def set_calls_per_second(self, cps: int) -> None:
         """Install another performance licence: host commands are paced at `cps` from now on."""
         before = self.config.calls_per_second
         self.config.calls_per_second = cps
-        self._limiter.rate = cps
+        self._shared.rate = cps
         self.record(PROVIDER, "licence.cps", before=before, after=cps)
 
     def claim(self, digest: str) -> bool:
@@ -386,6 +463,7 @@ class PayShieldAppliance:
             raise FirmwareRefused("the device is allocated: its tenant patches its firmware")
         self.state.set_firmware(version.strip())
         self._settings = replace(self._settings, firmware_number=firmware_number(version.strip()))
+        self._push_settings()
         self.record(actor, "firmware.update", version=version.strip())
         return version.strip()
 
@@ -394,11 +472,15 @@ class PayShieldAppliance:
         assert self._lifecycle_lock is not None
         async with self._lifecycle_lock:
             self._domain.clear()
-            for port in (self._host1, self._host2):
-                if port is not None:
-                    await port.close_connections()
+            self._push_domain()
+            if self._hosts is not None:
+                await self._hosts.apush({"op": "close"})
+                self._hosts.drain()
             await asyncio.to_thread(self.state.release)
             self._load_from_state()
+            self._shared.reset_counters()
+            self._push_settings()
+            self._push_domain()
             await self._apply_host_tls(PORTS)
 
     async def pristine_findings(self) -> list[str]:
@@ -446,6 +528,7 @@ class PayShieldAppliance:
         self.state.put_lmk(slot=slot, scheme=scheme, check_value=check_value, material=material_of(lmk), cards=ids)
         self._domain.lmks[slot] = lmk
         self._domain.authorised.discard(slot)
+        self._push_domain()
         self.record(TENANT, "lmk.load", slot=slot, scheme=scheme, check_value=check_value, cards=ids)
         return self._lmk_entry(slot, scheme, check_value, len(ids))
 
@@ -474,6 +557,7 @@ class PayShieldAppliance:
             self._domain.authorised.add(slot)
         else:
             self._domain.authorised.discard(slot)
+        self._push_domain()
         self.record(TENANT, "authorize" if on else "deauthorize", slot=slot)
         return {"slot": slot, "authorised": on}
 
@@ -629,6 +713,7 @@ class PayShieldAppliance:
                 header_length=changes.get("header_length", self._settings.header_length),
                 disabled_commands=frozenset(changes.get("disabled_commands", self._settings.disabled_commands)),
             )
+            self._push_settings()
             changed = [p for p in PORTS if modes[p] != self._tls_modes[p]]
             self._tls_modes = modes
             await self._apply_host_tls(changed)
@@ -641,6 +726,8 @@ class PayShieldAppliance:
         return entries
 
     def error_entries(self) -> list[dict[str, Any]]:
+        if self._hosts is not None:
+            self._hosts.drain()  # entries the host workers sent before answering
         entries = self.state.error_entries()
         self.record(TENANT, "logs.export", log="error")
         return entries
@@ -656,15 +743,18 @@ class PayShieldAppliance:
             self._tls_identity = identity
         return self._tls_identity
 
-    def _host_tls_context(self, port: str) -> ssl.SSLContext | None:
+    def _host_tls_spec(self, port: str) -> tuple | None:
+        """What a host runtime needs to make the TLS context of ``port`` (None: plain TCP)."""
         mode = self._tls_modes[port]
-        return None if mode == OFF else server_context(self._server_identity(), mode, self._tls_trusted)
+        return None if mode == OFF else (self._server_identity(), mode, list(self._tls_trusted))
 
     async def _apply_host_tls(self, ports: list[str] | tuple[str, ...], *, cut: bool = True) -> None:
         """Serve ``ports`` with their current TLS mode; ``cut`` closes their open connections."""
-        for name, port in (("host1", self._host1), ("host2", self._host2)):
-            if name in ports and port is not None:
-                await port.use_tls(self._host_tls_context(name), close_connections=cut)
+        if self._hosts is None or not ports:
+            return
+        specs = {name.upper(): self._host_tls_spec(name) for name in ports}
+        await self._hosts.apush({"op": "tls", "ports": specs, "cut": cut})
+        self._hosts.drain()
 
     def host_tls_view(self) -> dict[str, Any]:
         identity = self._tls_identity

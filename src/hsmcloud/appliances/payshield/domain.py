@@ -21,6 +21,10 @@ class HostSettings:
     header_length: int = 4
     disabled_commands: frozenset[str] = frozenset()
     firmware_number: str = FIRMWARE_NUMBER
+    #: The device's serial number (J2/J4/J8/JK report it).
+    serial: str = ""
+    #: How many times the appliance has been started (J8's "reboots").
+    starts: int = 0
 
 
 @dataclass(kw_only=True)

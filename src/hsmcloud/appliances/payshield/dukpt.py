@@ -38,15 +38,27 @@ def _check_bdk(bdk: bytes) -> None:
         raise HostError("27", "a TDES DUKPT BDK is a double-length key")
 
 
+#: Initial keys by (BDK, device part of the KSN): every transaction of a device starts from the
+#: same one. Bounded; emptied with the other key caches when the security domain changes.
+_IPEKS = kc.derived_key_cache()
+_IPEK_CACHE_SIZE = 1024
+
+
 def tdes_ipek(bdk: bytes, ksn: bytes) -> bytes:
     """Initial PIN Encryption Key of the device that ``ksn`` names."""
     _check_bdk(bdk)
     if len(ksn) != TDES_KSN_LENGTH:
         raise HostError("15", "a TDES DUKPT KSN is 20 hex digits")
     base = (int.from_bytes(ksn, "big") & ~_COUNTER_MASK).to_bytes(TDES_KSN_LENGTH, "big")[:8]
-    left = kc.tdes_encrypt(bdk, base)
-    right = kc.tdes_encrypt(kc.xor(bdk, _KEY_MASK), base)
-    return left + right
+    ipek = _IPEKS.get((bdk, base))
+    if ipek is None:
+        left = kc.tdes_encrypt(bdk, base)
+        right = kc.tdes_encrypt(kc.xor(bdk, _KEY_MASK), base)
+        ipek = left + right
+        if len(_IPEKS) >= _IPEK_CACHE_SIZE:
+            _IPEKS.clear()
+        _IPEKS[(bdk, base)] = ipek
+    return ipek
 
 
 def _non_reversible(key: bytes, data: bytes) -> bytes:

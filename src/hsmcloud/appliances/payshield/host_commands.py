@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psec.tr31 as tr31
 from psec import cvv as _psec_cvv
@@ -25,6 +26,7 @@ from . import keycrypto as kc
 from . import pinblocks
 from .commands import ecc as _ecc
 from .commands import hashing as _hashing
+from .commands import health
 from .commands import random_value as _random_value
 from .commands import rsa as _rsa
 from .commands import signatures as _signatures
@@ -77,10 +79,13 @@ class ClearKey:
 class CommandContext:
     """What a handler may use: the security domain, the settings, and the LMK it resolved."""
 
-    def __init__(self, domain: SecurityDomain, settings: HostSettings) -> None:
+    def __init__(self, domain: SecurityDomain, settings: HostSettings, host: Any = None) -> None:
         self.domain = domain
         self.settings = settings
         self.lmk_slot: int | None = None
+        #: The process serving the host ports (its shared counters, for the health commands);
+        #: None when ``execute`` is called on its own.
+        self.host = host
 
     def lmk(self, trailing: Trailing | str | None) -> Lmk:
         lmk_id = trailing.lmk_id if isinstance(trailing, Trailing) else trailing
@@ -909,6 +914,11 @@ COMMANDS: dict[str, CommandSpec] = {
     "GM": CommandSpec(handler=_hashing.cmd_gm),
     "N0": CommandSpec(handler=_random_value.cmd_n0),
     "FY": CommandSpec(handler=_ecc.cmd_fy),
+    "J2": CommandSpec(handler=health.cmd_j2),
+    "J4": CommandSpec(handler=health.cmd_j4),
+    "J8": CommandSpec(handler=health.cmd_j8),
+    "JK": CommandSpec(handler=health.cmd_jk),
+    "NI": CommandSpec(handler=health.cmd_ni),
 }
 
 from .commands import dukpt as _dukpt_commands  # noqa: E402 - handlers use the helpers above
@@ -950,8 +960,10 @@ class Outcome:
     message: str = ""
 
 
-def execute(body: bytes, domain: SecurityDomain, settings: HostSettings) -> Outcome:
-    """Process one host message (without the 2-byte length); never raises for bad input."""
+def execute(body: bytes, domain: SecurityDomain, settings: HostSettings, host: Any = None) -> Outcome:
+    """Process one host message (without the 2-byte length); never raises for bad input.
+
+    ``host`` is the runtime serving the host ports (counters for the health commands)."""
     text = body.decode("latin-1")
     header_length = settings.header_length
     header = text[:header_length]
@@ -966,7 +978,7 @@ def execute(body: bytes, domain: SecurityDomain, settings: HostSettings) -> Outc
             message="unknown command",
         )
     reply = response_code(command)
-    ctx = CommandContext(domain, settings)
+    ctx = CommandContext(domain, settings, host)
     message = ""
     try:
         if command in settings.disabled_commands:

@@ -26,6 +26,9 @@ from . import keycrypto as kc
 from .errors import HostError
 
 LMK_PAIRS = 20
+#: Keys taken out from under one LMK that it remembers (per process), so a command that names
+#: the same key field again (every transaction of a terminal or zone) skips the decryption.
+OPENED_KEY_CACHE_SIZE = 4096
 VARIANT_LMK_LENGTH = LMK_PAIRS * 16
 #: A triple-length (3-key 3DES) variant LMK: 20 pairs of 24 bytes.
 VARIANT3_LMK_LENGTH = LMK_PAIRS * 24
@@ -182,6 +185,10 @@ class VariantLmk:
         size = len(material) // LMK_PAIRS
         self._pairs = [material[i * size : (i + 1) * size] for i in range(LMK_PAIRS)]
         self.scheme = "variant" if size == 16 else "variant3"
+        # Keys already taken out from under this LMK: (field, key type, parity error) -> clear key.
+        # Decryption is deterministic, so a hit answers exactly as a fresh decryption would; only
+        # successes are kept. It lives and dies with this LMK object (replaced on load, erase, release).
+        self._opened: dict[tuple[str, str, str], bytes] = {}
 
     def check_value(self) -> str:
         """16-character LMK check value: 6 KCV digits of pair 00-01, then zeros (as ND shows)."""
@@ -206,10 +213,17 @@ class VariantLmk:
 
     def decrypt(self, field: str, key_type: str, *, parity_error: str = "10") -> bytes:
         """Clear key from a host key field under this LMK; HostError on scheme/parity."""
+        cache_key = (field, key_type, parity_error)
+        key = self._opened.get(cache_key)
+        if key is not None:
+            return key
         kt = parse_key_type(key_type)
         scheme, cryptogram = split_variant_field(field)
-        key = self._crypt(cryptogram, kt, scheme, encrypt=False)
-        return check_des_key(key, parity_error)
+        key = check_des_key(self._crypt(cryptogram, kt, scheme, encrypt=False), parity_error)
+        if len(self._opened) >= OPENED_KEY_CACHE_SIZE:
+            self._opened.clear()
+        self._opened[cache_key] = key
+        return key
 
     def _crypt(self, data: bytes, kt: KeyType, scheme: str, *, encrypt: bool) -> bytes:
         op = kc.tdes_encrypt if encrypt else kc.tdes_decrypt
@@ -250,6 +264,8 @@ class KeyBlockLmk:
             raise ValueError("a key-block LMK is one AES-256 key")
         self._key = material
         self.lmk_id = lmk_id
+        # Key blocks already unwrapped under this LMK (successes only; the usage is checked per call).
+        self._opened: dict[str, tuple[KeyBlockAttributes, bytes]] = {}
 
     def check_value(self) -> str:
         return kc.kcv(self._key, "A") + "0" * 10
@@ -266,6 +282,11 @@ class KeyBlockLmk:
         return "S1" + block[1:]
 
     def unwrap(self, field: str, usages: tuple[str, ...] | None) -> tuple[KeyBlockAttributes, bytes]:
+        opened = self._opened.get(field)
+        if opened is not None:
+            if usages is not None and opened[0].usage not in usages:
+                raise HostError("A6", f"key usage {opened[0].usage} not allowed here")
+            return opened
         if not field.startswith("S1") or len(field) < 17:
             raise HostError("26" if not field.startswith("S") else "83")
         try:
@@ -286,6 +307,9 @@ class KeyBlockLmk:
             raise HostError("A6", f"key usage {attrs.usage} not allowed here")
         if attrs.algorithm == "T":
             check_des_key(key, "10")
+        if len(self._opened) >= OPENED_KEY_CACHE_SIZE:
+            self._opened.clear()
+        self._opened[field] = (attrs, key)
         return attrs, key
 
     def encrypt_pin_block(self, block: bytes) -> str:

@@ -177,6 +177,19 @@ class ApplianceState(SqliteState):
             serial=row[0], firmware=row[1], cps_limit_lifted=bool(row[2]), tenant_token_hash=row[3]
         )
 
+    def count_start(self) -> int:
+        """Count one more start of the appliance (a device fact, kept across releases)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'starts'").fetchone()
+            starts = int(row[0]) + 1 if row else 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('starts', ?)", (str(starts),))
+        return starts
+
+    def starts(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'starts'").fetchone()
+        return int(row[0]) if row else 0
+
     def set_firmware(self, version: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE device SET firmware = ?", (version,))
@@ -287,6 +300,25 @@ class ApplianceState(SqliteState):
             db.execute(
                 "INSERT INTO error_log (at, source, command, error_code, detail) VALUES (?, ?, ?, ?, ?)",
                 (_now(), source, command, error_code, json.dumps(detail, sort_keys=True)),
+            )
+            db.execute(
+                "DELETE FROM error_log WHERE id <= (SELECT MAX(id) FROM error_log) - ?",
+                (LOG_RETENTION,),
+            )
+
+    def errors(self, entries: list[dict[str, Any]]) -> None:
+        """Several error-log entries (``source``, ``command``, ``error_code`` + detail) in one transaction."""
+        if not entries:
+            return
+        at = _now()
+        rows = []
+        for entry in entries:
+            detail = dict(entry)
+            source, command, code = detail.pop("source"), detail.pop("command"), detail.pop("error_code")
+            rows.append((at, source, command, code, json.dumps(detail, sort_keys=True)))
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO error_log (at, source, command, error_code, detail) VALUES (?, ?, ?, ?, ?)", rows
             )
             db.execute(
                 "DELETE FROM error_log WHERE id <= (SELECT MAX(id) FROM error_log) - ?",

@@ -28,7 +28,7 @@ from hsmcloud.protocols.ntls.messages import Hello, HelloReply, Output
 from hsmcloud.protocols.ntls.opcodes import Op
 from hsmcloud.protocols.ntls.wire import FrameReader, write_frame
 from hsmcloud.protocols.pkcs11 import constants as c
-from hsmcloud.protocols.pkcs11.attributes import NativeLayout
+from hsmcloud.protocols.pkcs11.attributes import ATTRIBUTE_KINDS, Kind, NativeLayout
 from hsmcloud.protocols.pkcs11.params import Mechanism
 
 CLIENT_SOFTWARE = "hsmcloud-python-ntls/1"
@@ -209,7 +209,12 @@ class NtlsClient:
         sizes = self.get_attribute_value(session, handle, [(t, None) for t in types])
         results = self.get_attribute_value(
             session, handle, [(t, r.value_length) for t, r in zip(types, sizes)])
-        return {t: self.layout.decode_value(t, r.value) for t, r in zip(types, results)}
+        return {t: self._typed(t, r.value) for t, r in zip(types, results)}
+
+    def _typed(self, type_: int, raw: bytes):
+        if ATTRIBUTE_KINDS.get(type_) is Kind.TEMPLATE:  # an attribute array: its template
+            return tuple(messages.decode_attribute_array(raw, self.layout))
+        return self.layout.decode_value(type_, raw)
 
     def set_attribute_value(self, session: int, handle: int, template: list) -> None:
         self.call(Op.SET_ATTRIBUTE_VALUE, session, handle, template)
@@ -320,6 +325,13 @@ class NtlsClient:
     def derive_key(self, session: int, mechanism: Mechanism | int, base_key: int,
                    template: list) -> int:
         return self.call(Op.DERIVE_KEY, session, mechanism, base_key, template)[0]
+
+    def derive_keys(self, session: int, mechanism: Mechanism, base_key: int,
+                    template: list) -> tuple[int, list[int]]:
+        """C_DeriveKey with additional derived keys (SP 800-108): the primary key's handle and
+        those of the additional keys, in order."""
+        primary, more = self.call(Op.DERIVE_KEYS, session, mechanism, base_key, template)
+        return primary, list(more)
 
     def seed_random(self, session: int, seed: bytes) -> None:
         self.call(Op.SEED_RANDOM, session, seed)

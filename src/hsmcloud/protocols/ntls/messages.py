@@ -221,6 +221,22 @@ class _Deferred:
         return layout.decode_value(self.type, self.raw)
 
 
+def encode_attribute_array(items, layout: NativeLayout) -> bytes:
+    """The value of an attribute-array attribute (CKA_WRAP_TEMPLATE, ...) in C_GetAttributeValue's
+    answer: the nested template, encoded as an input template is."""
+    w = Writer()
+    TEMPLATE.write(w, list(items), layout)
+    return w.payload()
+
+
+def decode_attribute_array(raw: bytes, layout: NativeLayout) -> list:
+    """The inverse of encode_attribute_array (for clients written in Python)."""
+    r = Reader(raw)
+    items = TEMPLATE.read(r, layout)
+    r.end()
+    return items
+
+
 class _GetTemplate(Field):
     name = "get_template"
 
@@ -267,6 +283,67 @@ class _AttributeResults(Field):
                 w.u8(1).bytes(data)
 
 
+class _PrfDataParams(Field):
+    """SP 800-108's CK_PRF_DATA_PARAM array: ``u32 n``, then per parameter ``ulong type`` and
+    its value: a counter format (``u8 present``, then ``bool little_endian``, ``ulong
+    width_bits``), a DKM length format (``ulong method``, ``bool little_endian``, ``ulong
+    width_bits``) or ``bytes``."""
+
+    name = "prf_data_params"
+
+    def read(self, r, layout):
+        count = r.u32()
+        if count > MAX_TEMPLATE_ATTRIBUTES:
+            raise ProtocolError(f"{count} SP 800-108 data parameters")
+        out = []
+        for _ in range(count):
+            type_ = r.ulong()
+            if type_ in (c.CK_SP800_108_ITERATION_VARIABLE, c.CK_SP800_108_OPTIONAL_COUNTER):
+                value = p.CounterFormat(r.bool(), r.ulong()) if r.bool() else None
+            elif type_ == c.CK_SP800_108_DKM_LENGTH:
+                value = p.DkmLengthFormat(r.ulong(), r.bool(), r.ulong())
+            elif type_ == c.CK_SP800_108_BYTE_ARRAY:
+                value = r.bytes()
+            else:
+                raise ProtocolError(f"SP 800-108 data parameter type {type_} is not 1..4")
+            out.append(p.PrfDataParam(type_, value))
+        return tuple(out)
+
+    def write(self, w, value, layout):
+        w.u32(len(value))
+        for param in value:
+            w.ulong(param.type)
+            v = param.value
+            if isinstance(v, p.CounterFormat):
+                w.bool(True).bool(v.little_endian).ulong(v.width_bits)
+            elif isinstance(v, p.DkmLengthFormat):
+                w.ulong(v.method).bool(v.little_endian).ulong(v.width_bits)
+            elif v is None:
+                w.bool(False)
+            else:
+                w.bytes(v)
+
+
+class _Templates(Field):
+    """SP 800-108's additional derived keys: ``u32 n``, n templates."""
+
+    name = "templates"
+
+    def read(self, r, layout):
+        count = r.u32()
+        if count > 256:
+            raise ProtocolError(f"{count} additional derived keys")
+        return tuple(TEMPLATE.read(r, layout) for _ in range(count))
+
+    def write(self, w, value, layout):
+        w.u32(len(value))
+        for template in value:
+            TEMPLATE.write(w, list(template), layout)
+
+
+PRF_DATA_PARAMS = _PrfDataParams()
+TEMPLATES = _Templates()
+
 # Structured mechanism parameters: the fields of each, in wire order.
 _STRUCTURED: dict[int, tuple[type, tuple[Field, ...]]] = {
     c.CKM_AES_GCM: (p.GcmParams, (BYTES, ULONG, BYTES, ULONG)),
@@ -278,6 +355,9 @@ _STRUCTURED: dict[int, tuple[type, tuple[Field, ...]]] = {
     c.CKM_AES_ECB_ENCRYPT_DATA: (p.KeyDerivationStringData, (BYTES,)),
     c.CKM_AES_CBC_ENCRYPT_DATA: (p.AesCbcEncryptDataParams, (BYTES, BYTES)),
     c.CKM_EDDSA: (p.EddsaParams, (BOOL, BYTES)),
+    c.CKM_SP800_108_COUNTER_KDF: (p.Sp800108CounterParams, (ULONG, PRF_DATA_PARAMS, TEMPLATES)),
+    c.CKM_SP800_108_FEEDBACK_KDF: (p.Sp800108FeedbackParams,
+                                   (ULONG, PRF_DATA_PARAMS, BYTES, TEMPLATES)),
 }
 
 
@@ -448,6 +528,7 @@ MESSAGES: dict[int, Message] = {m.op: m for m in (
     Message(Op.WRAP_KEY, *_output(SESSION, MECHANISM, OBJECT, OBJECT, OUTBUF)),
     Message(Op.UNWRAP_KEY, (SESSION, MECHANISM, OBJECT, BYTES, TEMPLATE), (OBJECT,)),
     Message(Op.DERIVE_KEY, (SESSION, MECHANISM, OBJECT, TEMPLATE), (OBJECT,)),
+    Message(Op.DERIVE_KEYS, (SESSION, MECHANISM, OBJECT, TEMPLATE), (OBJECT, ULONG_LIST)),
     Message(Op.SEED_RANDOM, (SESSION, BYTES)),
     Message(Op.GENERATE_RANDOM, (SESSION, ULONG), (BYTES,)),
     Message(Op.FINALIZE, ()),

@@ -70,9 +70,54 @@ class EddsaParams:
     context_data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class CounterFormat:
+    """CK_SP800_108_COUNTER_FORMAT: how the counter is laid out in the PRF input."""
+
+    little_endian: bool
+    width_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class DkmLengthFormat:
+    """CK_SP800_108_DKM_LENGTH_FORMAT: how [L], the length of the derived keying material, is."""
+
+    method: int
+    little_endian: bool
+    width_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrfDataParam:
+    """CK_PRF_DATA_PARAM: ``value`` is a CounterFormat (or None: feedback mode's iteration
+    variable), a DkmLengthFormat or bytes, by ``type``."""
+
+    type: int
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class Sp800108CounterParams:
+    """CK_SP800_108_KDF_PARAMS; ``additional_keys`` are the templates of the additional keys."""
+
+    prf_type: int
+    data_params: tuple
+    additional_keys: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Sp800108FeedbackParams:
+    """CK_SP800_108_FEEDBACK_KDF_PARAMS."""
+
+    prf_type: int
+    data_params: tuple
+    iv: bytes
+    additional_keys: tuple
+
+
 STRUCTURED_TYPES = (
     GcmParams, OaepParams, Ecdh1DeriveParams, HkdfParams, KeyDerivationStringData,
-    AesCbcEncryptDataParams, EddsaParams,
+    AesCbcEncryptDataParams, EddsaParams, Sp800108CounterParams, Sp800108FeedbackParams,
 )
 
 # -- raw (pointer-free) parameters ------------------------------------------------------------

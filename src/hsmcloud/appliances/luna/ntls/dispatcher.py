@@ -96,6 +96,7 @@ class NtlsDispatcher:
             Op.WRAP_KEY: s.wrap_key,
             Op.UNWRAP_KEY: s.unwrap_key,
             Op.DERIVE_KEY: s.derive_key,
+            Op.DERIVE_KEYS: s.derive_keys,
             Op.SEED_RANDOM: s.seed_random,
             Op.GENERATE_RANDOM: s.generate_random,
             Op.FINALIZE: s.finalize,

@@ -24,6 +24,7 @@ from hsmcloud.protocols.ntls.messages import (
     OutBuf,
     Output,
     PartitionEntry,
+    encode_attribute_array,
 )
 from hsmcloud.protocols.pkcs11 import constants as c
 from hsmcloud.protocols.pkcs11.attributes import ATTRIBUTE_KINDS, Kind
@@ -57,6 +58,7 @@ from .errors import (
     KeyTypeInconsistent,
     KeyUnextractable,
     MechanismInvalid,
+    MechanismParamInvalid,
     ObjectHandleInvalid,
     OperationActive,
     OperationNotInitialized,
@@ -543,8 +545,8 @@ class Pkcs11Service:
         kind = ATTRIBUTE_KINDS[type_]
         value = obj.attrs.get(type_)
         if kind is Kind.TEMPLATE:
-            # NTLS v1 has no form for returning attribute arrays; an empty one is length 0.
-            return (b"", None) if not value else (None, AttributeSensitive)
+            # the nested template; the library lays it out as CK_ATTRIBUTEs (two-call protocol)
+            return encode_attribute_array(value or (), layout), None
         if value is None:
             if kind in (Kind.ULONG, Kind.BOOL):
                 return None, AttributeTypeInvalid
@@ -926,6 +928,16 @@ class Pkcs11Service:
 
     def derive_key(self, app: Application, handle: int, mechanism: Mechanism, base_handle: int,
                    template: list) -> tuple:
+        if getattr(mechanism.param, "additional_keys", ()):
+            raise MechanismParamInvalid("Additional derived keys need the DERIVE_KEYS request.")
+        primary, _ = self.derive_keys(app, handle, mechanism, base_handle, template)
+        return (primary,)
+
+    def derive_keys(self, app: Application, handle: int, mechanism: Mechanism, base_handle: int,
+                    template: list) -> tuple:
+        """C_DeriveKey: the new key's handle and those of the mechanism's additional derived
+        keys (SP 800-108's pAdditionalDerivedKeys). Every template is checked before any key is
+        derived, and every key is checked before any is stored."""
         session = self._session(app, handle)
         spec = self._spec(mechanism, "derive")
         base = self._object(app, session, base_handle, KeyHandleInvalid)
@@ -939,6 +951,39 @@ class Pkcs11Service:
                 raise KeyFunctionNotPermitted("The base key's CKA_DERIVE is false.")
             _check_allowed(base, mechanism.type)
             _check_size(base, spec)
+        templates = [template, *getattr(mechanism.param, "additional_keys", ())]
+        derived = [self._derived_attributes(app, session, mechanism, base, t) for t in templates]
+
+        def resolve(key_handle: int) -> P11Object:
+            return self._object(app, session, key_handle, KeyHandleInvalid)
+
+        if spec.derive_keys is not None:
+            values = spec.derive_keys(base, mechanism, app.layout, resolve,
+                                      [attrs for _, attrs in derived])
+        else:
+            values = [spec.derive(base, mechanism, app.layout, resolve, derived[0][1])]
+        ready = []
+        for (cls, attrs), value in zip(derived, values):
+            if cls == c.CKO_DATA:
+                attrs.pop(c.CKA_VALUE_LEN, None)
+                attrs[c.CKA_VALUE] = value
+                ready.append((attrs, None))
+                continue
+            if attrs[c.CKA_KEY_TYPE] == c.CKK_AES and c.CKA_VALUE_LEN not in attrs and \
+                    len(value) not in (16, 24, 32):
+                raise TemplateIncomplete("An AES key derived here needs CKA_VALUE_LEN.")
+            secret = _check_secret(attrs[c.CKA_KEY_TYPE], value)
+            obj_rules.finish_secret_key(attrs, secret)
+            obj_rules.set_key_origin(attrs, how=Creation.DERIVE,
+                                     base=base if base.is_key else None)
+            ready.append((attrs, secret))
+        handles = [self._store(app, session, attrs, secret).handle for attrs, secret in ready]
+        return handles[0], handles[1:]
+
+    def _derived_attributes(self, app: Application, session: Session, mechanism: Mechanism,
+                            base: P11Object, template: list) -> tuple[int, dict]:
+        """The class and attributes of a key C_DeriveKey makes from ``template`` (merged with the
+        base key's CKA_DERIVE_TEMPLATE)."""
         t = _with_key_template(obj_rules.template_dict(template),
                                base.attrs.get(c.CKA_DERIVE_TEMPLATE))
         cls = t.get(c.CKA_CLASS, c.CKO_SECRET_KEY)
@@ -956,23 +1001,7 @@ class Pkcs11Service:
         else:
             raise TemplateInconsistent("C_DeriveKey makes secret keys (or data, CKM_HKDF_DATA).")
         self._can_write(app, session, token=attrs[c.CKA_TOKEN], private=attrs[c.CKA_PRIVATE])
-
-        def resolve(key_handle: int) -> P11Object:
-            return self._object(app, session, key_handle, KeyHandleInvalid)
-
-        value = spec.derive(base, mechanism, app.layout, resolve, attrs)
-        if cls == c.CKO_DATA:
-            attrs.pop(c.CKA_VALUE_LEN, None)
-            attrs[c.CKA_VALUE] = value
-            return (self._store(app, session, attrs, None).handle,)
-        if attrs[c.CKA_KEY_TYPE] == c.CKK_AES and c.CKA_VALUE_LEN not in attrs and \
-                len(value) not in (16, 24, 32):
-            raise TemplateIncomplete("An AES key derived here needs CKA_VALUE_LEN.")
-        secret = _check_secret(attrs[c.CKA_KEY_TYPE], value)
-        obj_rules.finish_secret_key(attrs, secret)
-        obj_rules.set_key_origin(attrs, how=Creation.DERIVE,
-                                 base=base if base.is_key else None)
-        return (self._store(app, session, attrs, secret).handle,)
+        return cls, attrs
 
     # -- random -----------------------------------------------------------------------------------
 

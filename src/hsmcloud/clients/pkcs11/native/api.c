@@ -15,6 +15,7 @@
 #include "state.h"
 #include "transport.h"
 #include "wire.h"
+#include "kdfparams.h"
 
 #define LIBRARY_MANUFACTURER "hsmcloud"
 #define LIBRARY_DESCRIPTION "hsmcloud NTLS PKCS#11 library"
@@ -1103,7 +1104,9 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OB
     CK_RV rv;
     if (pMechanism == NULL || phKey == NULL || (pTemplate == NULL && ulAttributeCount > 0))
         LEAVE(CKR_ARGUMENTS_BAD);
-    rv = session_begin(&op, st, hSession, OP_DERIVE_KEY);
+    CK_DERIVED_KEY *more; /* SP 800-108's additional derived keys */
+    CK_ULONG n_more = hc_sp800_108_additional_keys(pMechanism, &more);
+    rv = session_begin(&op, st, hSession, n_more > 0 ? OP_DERIVE_KEYS : OP_DERIVE_KEY);
     if (rv == CKR_OK)
         rv = hc_put_mechanism(&op.req, pMechanism);
     if (rv == CKR_OK) {
@@ -1112,6 +1115,8 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession, CK_MECHANISM_PTR pMechanism, CK_OB
     }
     if (rv == CKR_OK)
         rv = object_answer(&op, phKey);
+    if (rv == CKR_OK && n_more > 0)
+        rv = hc_read_additional_keys(&op.resp.r, more, n_more);
     op_end(&op);
     LEAVE(rv);
 }

@@ -3,6 +3,9 @@
 #define _DEFAULT_SOURCE
 #include "wire.h"
 
+#include "attrarray.h"
+#include "kdfparams.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,13 +100,6 @@ void hc_put_outbuf(hc_buf *b, const void *out, CK_ULONG capacity)
     hc_put_u64(b, out != NULL ? capacity : 0);
 }
 
-/* Attribute types whose value is an array of CK_ATTRIBUTE. CKA_ALLOWED_MECHANISMS carries
- * CKF_ARRAY_ATTRIBUTE too but holds mechanism types, so it travels as a plain value. */
-static int is_attribute_array(CK_ATTRIBUTE_TYPE type)
-{
-    return type == CKA_WRAP_TEMPLATE || type == CKA_UNWRAP_TEMPLATE || type == CKA_DERIVE_TEMPLATE;
-}
-
 static CK_RV put_template(hc_buf *b, const CK_ATTRIBUTE *t, CK_ULONG count, int depth)
 {
     if (count > 0 && t == NULL)
@@ -113,7 +109,8 @@ static CK_RV put_template(hc_buf *b, const CK_ATTRIBUTE *t, CK_ULONG count, int 
     hc_put_u32(b, (uint32_t)count);
     for (CK_ULONG i = 0; i < count; i++) {
         hc_put_u64(b, t[i].type);
-        if (is_attribute_array(t[i].type) && t[i].pValue != NULL) {
+        /* CKA_ALLOWED_MECHANISMS holds mechanism types: it travels as a plain value */
+        if (hc_is_attribute_array(t[i].type) && t[i].pValue != NULL) {
             if (t[i].ulValueLen % sizeof(CK_ATTRIBUTE) != 0 || depth >= TEMPLATE_DEPTH_MAX)
                 return CKR_ATTRIBUTE_VALUE_INVALID;
             hc_put_u8(b, 2);
@@ -142,6 +139,11 @@ void hc_put_get_template(hc_buf *b, const CK_ATTRIBUTE *t, CK_ULONG count)
     hc_put_u32(b, (uint32_t)count);
     for (CK_ULONG i = 0; i < count; i++) {
         hc_put_u64(b, t[i].type);
+        if (hc_is_attribute_array(t[i].type)) { /* the whole nested template, laid out here */
+            hc_put_u8(b, 1);
+            hc_put_u64(b, UINT64_MAX);
+            continue;
+        }
         hc_put_u8(b, t[i].pValue != NULL);
         hc_put_u64(b, t[i].pValue != NULL ? t[i].ulValueLen : 0);
     }
@@ -255,6 +257,9 @@ static CK_RV put_structured(hc_buf *b, const CK_MECHANISM *m)
         ok = put_field(b, e->pContextData, e->ulContextDataLen);
         break;
     }
+    case CKM_SP800_108_COUNTER_KDF:
+    case CKM_SP800_108_FEEDBACK_KDF:
+        return hc_put_sp800_108_params(b, m);
     default:
         hc_put_u8(b, 1);
         hc_put_bytes(b, p, n);
@@ -389,7 +394,13 @@ CK_RV hc_read_attribute_results(hc_reader *r, CK_RV rv, CK_ATTRIBUTE *t, CK_ULON
             const unsigned char *p = hc_get_bytes(r, &len);
             if (r->failed)
                 return CKR_DEVICE_ERROR;
-            if (t[i].pValue == NULL) { /* a size query the appliance answered with the value */
+            if (hc_is_attribute_array(t[i].type)) {
+                CK_RV one = hc_fill_attribute_array(&t[i], p, len);
+                if (one == CKR_DEVICE_ERROR)
+                    return one;
+                if (rv == CKR_OK)
+                    rv = one;
+            } else if (t[i].pValue == NULL) { /* a size query the appliance answered with the value */
                 t[i].ulValueLen = (CK_ULONG)len;
             } else if (len <= t[i].ulValueLen) {
                 if (len > 0)

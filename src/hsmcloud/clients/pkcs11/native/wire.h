@@ -62,6 +62,7 @@ enum hc_opcode {
     OP_WRAP_KEY = 0x0052,
     OP_UNWRAP_KEY = 0x0053,
     OP_DERIVE_KEY = 0x0054,
+    OP_DERIVE_KEYS = 0x0055, /* C_DeriveKey with additional derived keys (SP 800-108) */
     OP_SEED_RANDOM = 0x0058,
     OP_GENERATE_RANDOM = 0x0059,
     OP_FINALIZE = 0x0060,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from .. import keys
-from . import aes, digest, ec, hmac, kdf, rsa
+from . import aes, digest, ec, hmac, kdf, rsa, sp800_108
 from .base import MechanismSpec
 
 
@@ -16,6 +16,6 @@ def registry(*, fips: bool) -> dict[int, MechanismSpec]:
         *rsa.mechanisms(min_bits=keys.RSA_FIPS_MIN_BITS if fips else keys.RSA_MIN_BITS,
                         generate_min_bits=keys.RSA_FIPS_MIN_BITS if fips else keys.RSA_GENERATE_MIN_BITS),
         *ec.mechanisms(min_bits=224 if fips else 192), *aes.mechanisms(), *hmac.mechanisms(), *digest.MECHANISMS,
-        *kdf.mechanisms(),
+        *kdf.mechanisms(), *sp800_108.mechanisms(),
     ]
     return {spec.type: spec for spec in specs if spec.approved or not fips}

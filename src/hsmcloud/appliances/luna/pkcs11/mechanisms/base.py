@@ -140,6 +140,9 @@ class MechanismSpec:
     unwrap: Factory | None = None
     #: (base key, mechanism, layout, resolve_object, new attrs) -> derived secret bytes
     derive: Factory | None = None
+    #: (base key, mechanism, layout, resolve_object, [attrs of each new key]) -> [secret bytes],
+    #: for mechanisms that derive several keys at once (SP 800-108); ``derive`` must be set too
+    derive_keys: Factory | None = None
     extra_flags: int = 0
 
     @property
