@@ -359,6 +359,8 @@ DOCUMENTED_ERRORS: dict[str, set[str]] = {
     "GM": _ANY | {"05"},
     "N0": _ANY | {"01"},
     "FY": _ANY | {"03", "A1", "A8"},
+    "J2": _ANY, "J4": _ANY, "J8": _ANY, "JK": _ANY,
+    "NI": _ANY | {"81", "82"},
 }
 
 

@@ -26,7 +26,9 @@ from psec import des
 from pyemv import ac, cvn, kd
 
 import payshield_oracle as o
-from payshield_helpers import TEST_LMK
+import re
+
+from payshield_helpers import SERIAL, TEST_LMK
 from rsa_helpers import load_pkcs1_public_key
 
 PIN_FORMATS = ("01", "05", "34", "47")
@@ -762,3 +764,35 @@ class Workload:
             assert public.curve.name == ("secp256r1", "secp384r1", "secp521r1")[int(curve)]
 
         return self._ex("FY", f"FY010{curve}03%01#{mode}00N00".encode(), check, lmk_id="01")
+
+    # -- health and utilisation (answered by the host ports' runtime) --------------------------
+
+    def _health(self, code: str, request: bytes, pattern: str) -> Exchange:
+        head = SERIAL[:12].ljust(12) + r"\d{12}" * 3 + r"\d{10}"
+
+        def check(response: bytes) -> None:
+            data = body(code, response)
+            assert re.fullmatch(pattern.replace("HEAD", head), data, re.S), (code, data[:120])
+
+        return self._ex(code, request, check)
+
+    def ex_j2(self) -> Exchange:
+        return self._health("J2", b"J2", r"HEAD(\d{6}\d{10};){10}")
+
+    def ex_j4(self) -> Exchange:
+        return self._health("J4", b"J4", r"HEAD([A-Z0-9]{2}\d{12})*")
+
+    def ex_j8(self) -> Exchange:
+        return self._health("J8", b"J8", r"HEAD\d{10}\d{10}\d{7}\d{5}\d{8}")
+
+    def ex_jk(self) -> Exchange:
+        serial = re.escape(SERIAL[:12].ljust(12))
+        return self._ex("JK", b"JK", lambda r: self._match("JK", r, serial + r"\d{12}.*"))
+
+    def ex_ni(self) -> Exchange:
+        record = r"TCP\d{5}.{15}\d{5}(LISTENING  |ESTABLISHED)\d{12}"
+        return self._ex("NI", b"NIH0", lambda r: self._match("NI", r, r"\d{4}(" + record + ")+"))
+
+    def _match(self, code: str, response: bytes, pattern: str) -> None:
+        data = body(code, response)
+        assert re.fullmatch(pattern, data, re.S), (code, data[:160])
