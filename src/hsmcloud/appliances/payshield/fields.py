@@ -38,6 +38,8 @@ class Trailing:
             raise HostError("A7", f"algorithm {algorithm!r}")
         if mode not in MODES_OF_USE:
             raise HostError("A8", f"mode of use {mode!r}")
+        if not (kvn.isascii() and kvn.isalnum()):
+            raise HostError("15", "key version number must be 2 letters or digits")
         if export not in ("E", "N", "S"):
             raise HostError("15", "exportability must be E, N or S")
         if self.block[8:10] != "00":
@@ -85,7 +87,7 @@ class Cursor:
 
     def take_digits(self, n: int) -> str:
         value = self.take(n)
-        if not value.isdigit() or not value.isascii():
+        if not value.isdecimal() or not value.isascii():
             raise HostError("15", "expected decimal digits")
         return value
 
@@ -116,7 +118,7 @@ class Cursor:
             return field
         if tag in ("S", "R"):
             length = self.text[self.pos + 2 : self.pos + 6]
-            if len(length) != 4 or not length.isdigit() or int(length) < 16:
+            if len(length) != 4 or not length.isdecimal() or int(length) < 16:
                 raise HostError("83", "key block length field")
             return self.take(1 + int(length))
         field = self.take(16)
@@ -131,7 +133,7 @@ class Cursor:
         if cut >= 0:
             body = body[:cut]
         at = body.rfind("%")
-        if at >= 0 and len(body) - at in (3,) and body[at + 1 : at + 3].isdigit():
+        if at >= 0 and len(body) - at in (3,) and body[at + 1 : at + 3].isdecimal():
             return body[at + 1 : at + 3]
         return None
 

@@ -299,11 +299,11 @@ def _visa_pvv(pvk: ClearKey, pvki: str, pin: str, account: str) -> str:
 def _ibm_pin_prefix(pvk: ClearKey, table: str, validation: str, offset: str, account: str) -> str:
     if pvk.aes:
         raise HostError("27")
-    if len(table) != 16 or not table.isdigit():
+    if len(table) != 16 or not table.isdecimal():
         raise HostError("25", "decimalisation table must be 16 decimal digits")
     if "N" in validation:
         validation = validation.replace("N", account[-5:], 1)
-    if not validation.isdigit() or len(validation) > 16:
+    if not validation.isdecimal() or len(validation) > 16:
         raise HostError("15", "PIN validation data must be digits with at most one N")
     return _pin.generate_ibm3624_pin(pvk.value, table, offset, validation, 0, len(validation), "F")
 
@@ -386,7 +386,7 @@ def cmd_a0(ctx: CommandContext, cur: Cursor) -> Response:
 def cmd_a4(ctx: CommandContext, cur: Cursor) -> Response:
     """Form a key from 2-9 components encrypted under the LMK (authorised state)."""
     count = cur.take(1)
-    if not count.isdigit() or not 2 <= int(count) <= 9:
+    if not count.isdecimal() or not 2 <= int(count) <= 9:
         raise HostError("03", "number of components must be 2..9")
     key_type = cur.take(3).upper()
     scheme = cur.take(1).upper()
@@ -514,20 +514,28 @@ def cmd_cc(ctx: CommandContext, cur: Cursor) -> Response:
 def cmd_ja(ctx: CommandContext, cur: Cursor) -> Response:
     """Generate a random PIN, returned under the LMK.
 
-    The account is the usual 12 digits, or the 18-digit full-account form (the PAN's 18
-    rightmost digits excluding the check digit; the PIN is bound to its last 12). The PIN
-    length (2N) is optional: without it the PIN has the default length of 4 digits.
+    The account is the usual 12 digits, the 18-digit full-account form (the PAN's 18
+    rightmost digits excluding the check digit; the PIN is bound to its last 12), or the whole
+    PAN (13..19 digits) ended by ``;`` (the PIN is bound to the 12 digits before its check
+    digit). The PIN length (2N) is optional: without it the PIN has the default length of 4.
     """
-    digits = 0
-    while cur.peek(1).isdigit() and cur.peek(1).isascii():
-        digits += 1
-        cur.pos += 1
-    cur.pos -= digits
-    if digits not in (12, 14, 18, 20):
-        raise HostError("15", "JA takes a 12- or 18-digit account number and an optional 2-digit PIN length")
-    account_field = cur.take_digits(18 if digits >= 18 else 12)
-    account = pinblocks.check_account(account_field[-12:])
-    length = int(cur.take_digits(2)) if digits in (14, 20) else DEFAULT_PIN_LENGTH
+    if ";" in cur.text[cur.pos : cur.pos + 20]:
+        pan = cur.until(";", max_length=19)
+        if not 13 <= len(pan) <= 19 or not pan.isdecimal():
+            raise HostError("15", "JA takes a PAN of 13..19 digits before ';'")
+        account = pinblocks.check_account(pan[-13:-1])
+        has_length = len(cur.peek(2)) == 2 and cur.peek(2).isdecimal()
+    else:
+        digits = 0
+        while cur.peek(1).isdecimal():
+            digits += 1
+            cur.pos += 1
+        cur.pos -= digits
+        if digits not in (12, 14, 18, 20):
+            raise HostError("15", "JA takes a 12- or 18-digit account number and an optional 2-digit PIN length")
+        account = pinblocks.check_account(cur.take_digits(18 if digits >= 18 else 12)[-12:])
+        has_length = digits in (14, 20)
+    length = int(cur.take_digits(2)) if has_length else DEFAULT_PIN_LENGTH
     if not 4 <= length <= 12:
         raise HostError("24")
     lmk = ctx.lmk(cur.trailing())
@@ -582,7 +590,7 @@ def _verify_ibm(ctx: CommandContext, cur: Cursor, role: tuple) -> Response:
     lmk = ctx.lmk(cur.trailing())
     if not 4 <= check_length <= 12:
         raise HostError("15", "check length must be 04..12")
-    if not offset[:check_length].isdigit():
+    if not offset[:check_length].isdecimal():
         raise HostError("15", "offset must be digits (padded with F)")
     key = open_key(lmk, key_field, *role)
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
@@ -662,7 +670,7 @@ def cmd_fw(ctx: CommandContext, cur: Cursor) -> Response:
 
 def _card_fields(cur: Cursor) -> tuple[str, str, str]:
     pan = cur.until(";", max_length=19)
-    if not 12 <= len(pan) <= 19 or not pan.isdigit():
+    if not 12 <= len(pan) <= 19 or not pan.isdecimal():
         raise HostError("15", "PAN must be 12..19 digits")
     expiry = cur.take_digits(4)
     service_code = cur.take_digits(3)
@@ -845,7 +853,7 @@ def cmd_kq(ctx: CommandContext, cur: Cursor) -> Response:
     if mk.aes or len(mk.value) != 16:
         raise HostError("27", "MK-AC must be a double-length TDES key")
     digits = pan_psn.hex().upper()
-    if not digits.isdigit():
+    if not digits.isdecimal():
         raise HostError("15", "PAN/PSN must be packed decimal")
     icc_mk = _kd.derive_icc_mk_a(mk.value, digits[:14], digits[14:])
     if scheme == "0":
@@ -980,12 +988,20 @@ def execute(body: bytes, domain: SecurityDomain, settings: HostSettings, host: A
         trailer = TRAILER_DELIMITER + cur.trailer if cur.trailer is not None else ""
     except HostError as exc:
         code, data, message = exc.code, "", exc.message
-        trailer = _raw_trailer(cur.text)
+        trailer = _error_trailer(cur)
     except Exception as exc:  # noqa: BLE001 - a bug must not cost the connection
         code, data, message = "41", "", f"internal error: {exc.__class__.__name__}"
-        trailer = _raw_trailer(cur.text)
+        trailer = _error_trailer(cur)
     response = header + reply + code + data + trailer
     return Outcome(response=response.encode("latin-1"), command=command, error_code=code, message=message)
+
+
+def _error_trailer(cur: Cursor) -> str:
+    """The trailer to echo with an error: the one the fields were parsed up to, else a 0x19 in
+    the part not yet parsed (a 0x19 inside binary fields already read is data, not a trailer)."""
+    if cur.trailer is not None:
+        return TRAILER_DELIMITER + cur.trailer
+    return _raw_trailer(cur.text[cur.pos :])
 
 
 def _raw_trailer(text: str) -> str:

@@ -24,7 +24,7 @@ def check_format(code: str) -> str:
 
 
 def check_account(account: str) -> str:
-    if len(account) != 12 or not account.isdigit():
+    if len(account) != 12 or not account.isdecimal():
         raise HostError("15", "account number must be 12 digits")
     return account
 
@@ -36,7 +36,7 @@ def _pan(account: str) -> str:
 
 def encode_iso1(pin: str) -> bytes:
     """ISO 9564-1 format 1: 1, length, PIN, random fill (transaction-field digits)."""
-    if not 4 <= len(pin) <= 12 or not pin.isdigit():
+    if not 4 <= len(pin) <= 12 or not pin.isdecimal():
         raise HostError("24")
     fill = "".join("0123456789ABCDEF"[b % 16] for b in os.urandom(14 - len(pin)))
     return bytes.fromhex(f"1{len(pin):X}{pin}{fill}")
@@ -48,7 +48,7 @@ def decode_iso1(block: bytes) -> str:
         raise HostError("20")
     length = int(text[1], 16)
     pin = text[2 : 2 + length]
-    if not 4 <= length <= 12 or not pin.isdigit():
+    if not 4 <= length <= 12 or not pin.isdecimal():
         raise HostError("20")
     return pin
 
@@ -56,7 +56,7 @@ def decode_iso1(block: bytes) -> str:
 def encode(code: str, pin: str, account: str) -> bytes:
     """The clear PIN block of ``pin`` in format ``code``."""
     check_format(code)
-    if not 4 <= len(pin) <= 12 or not pin.isdigit():
+    if not 4 <= len(pin) <= 12 or not pin.isdecimal():
         raise HostError("24")
     if code == "05":
         return encode_iso1(pin)

@@ -90,11 +90,17 @@ def take_exportability(cur: Cursor) -> str:
     return value
 
 
+def take_key_version(cur: Cursor) -> str:
+    """A key block's key version number: 2 ASCII letters or digits (else 15, not a key block error)."""
+    kvn = cur.take(2)
+    if not (kvn.isascii() and kvn.isalnum()):
+        raise HostError("15", "invalid key version number")
+    return kvn
+
+
 def take_version_and_blocks(cur: Cursor) -> str:
     """Key version number (2) and number of optional blocks (2, only 00 here)."""
-    kvn = cur.take(2)
-    if not kvn.isalnum():
-        raise HostError("15", "invalid key version number")
+    kvn = take_key_version(cur)
     if cur.take(2) != "00":
         raise HostError("15", "optional key-block blocks are not supported")
     return kvn
@@ -105,7 +111,7 @@ def authentication_data(cur: Cursor) -> bytes:
     trailing ``%nn`` LMK identifier or the 0x19 trailer (it may not contain ``;``)."""
     end = cur.text.find(TRAILER_DELIMITER, cur.pos)
     end = len(cur.text) if end < 0 else end
-    if end - cur.pos >= 3 and cur.text[end - 3] == "%" and cur.text[end - 2 : end].isdigit():
+    if end - cur.pos >= 3 and cur.text[end - 3] == "%" and cur.text[end - 2 : end].isdecimal():
         end -= 3
     data = cur.take(end - cur.pos)
     if ";" in data:
@@ -241,7 +247,7 @@ def take_protected_public_key(cur: Cursor) -> ProtectedPublicKey:
     ``S`` + version + 4 digits; MAC (4B) + DER has the DER's length byte where the 4th digit
     would be."""
     head = cur.peek(6)
-    if len(head) == 6 and head[0] == "S" and head[1:].isdigit():
+    if len(head) == 6 and head[0] == "S" and head[1:].isdecimal():
         return ProtectedPublicKey(block=cur.key())
     mac = cur.take_binary(MAC_LENGTH)
     public = take_public_key(cur)
@@ -320,7 +326,7 @@ def take_private_key_field(cur: Cursor) -> str:
         if cur.peek(1) != "S":
             raise HostError("26", "private key length FFFF needs a key block (S)")
         return KEY_BLOCK_LENGTH + cur.key()
-    if not length.isdigit() or int(length) == 0 or int(length) % 8:
+    if not length.isdecimal() or int(length) == 0 or int(length) % 8:
         raise HostError("78", "private key length must be a non-zero multiple of 8 bytes")
     if cur.remaining < int(length):
         raise HostError("78", "private key shorter than its length field")

@@ -133,7 +133,7 @@ def _check_length(cur: Cursor) -> int:
 
 def _ibm_check(pvk: ClearKey, pin: str, length: int, account: str, table: str, validation: str, offset: str) -> None:
     digits = offset[:length]
-    if not digits.isdigit():
+    if not digits.isdecimal():
         raise HostError("15", "offset must be digits, left-justified and padded with F")
     expected = _ibm_pin_prefix(pvk, table, validation, digits, account)
     if len(pin) < length or pin[:length] != expected:

@@ -43,7 +43,7 @@ def cmd_fy(ctx: CommandContext, cur: Cursor) -> str:
         block["mode_of_use"] = c.take(1)
         if block["mode_of_use"] not in ECC_MODES:
             raise HostError("A8", "ECC mode of use must be S, X or N")
-        block["version"] = c.take(2)
+        block["version"] = asym.take_key_version(c)
         block["exportability"] = asym.take_exportability(c)
         if c.take(2) != "00":
             raise HostError("15", "optional key-block blocks are not supported")

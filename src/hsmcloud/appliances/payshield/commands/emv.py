@@ -35,7 +35,7 @@ def _pan_psn(cur: Cursor) -> tuple[str, str]:
     if not 8 <= length <= 11:
         raise HostError("15", "PAN/PSN length must be 08..11 bytes")
     digits = cur.take_binary(length).hex().upper().lstrip("F")
-    if not digits.isdigit() or len(digits) < 14:
+    if not digits.isdecimal() or len(digits) < 14:
         raise HostError("15", "PAN/PSN must be packed decimal digits")
     return digits[:-2], digits[-2:]
 
@@ -128,7 +128,7 @@ def cmd_pm(ctx: CommandContext, cur: Cursor) -> Response:
     if method not in ("A", "B"):
         raise HostError("15", "ICC key derivation method must be A or B")
     pan = cur.until(";", max_length=19)
-    if not 12 <= len(pan) <= 19 or not pan.isdigit():
+    if not 12 <= len(pan) <= 19 or not pan.isdecimal():
         raise HostError("15", "PAN must be 12..19 digits")
     psn = cur.take_digits(2)
     track_text = cur.take(int(cur.take_digits(3))).upper().replace("=", "D")
@@ -143,7 +143,7 @@ def cmd_pm(ctx: CommandContext, cur: Cursor) -> Response:
         raise HostError("15", "ATC must be 0..65535")
     presented = cur.take(5).upper().lstrip("FX")
     lmk = ctx.lmk(cur.trailing())
-    if not 3 <= len(presented) <= 5 or not presented.isdigit():
+    if not 3 <= len(presented) <= 5 or not presented.isdecimal():
         raise HostError("15", "CVC3 must be 3..5 digits (left-padded with F)")
     mk = _double_length_tdes(open_key(lmk, mk_field, *MK_CVC3), "MK-CVC3")
     derive = _kd.derive_icc_mk_a if method == "A" else _kd.derive_icc_mk_b
@@ -167,7 +167,7 @@ def _visa_dcvv(ctx: CommandContext, cur: Cursor) -> Response:
     if method not in ("A", "B"):
         raise HostError("15", "ICC key derivation method must be A or B")
     pan = cur.until(";", max_length=19)
-    if not 12 <= len(pan) <= 19 or not pan.isdigit():
+    if not 12 <= len(pan) <= 19 or not pan.isdecimal():
         raise HostError("15", "PAN must be 12..19 digits")
     psn = cur.take_digits(2)
     expiry = cur.take_digits(4)

@@ -139,10 +139,11 @@ def _record(local_port: int, remote: str, remote_port: int, state: str, since: f
 
 
 def cmd_ni(ctx: Any, cur: Cursor) -> str:
-    """Return network information: the endpoints of the host (H) or management (M) interface."""
+    """Return network information: the endpoints of the host (H: both ports; 1 / 2: HOST1 /
+    HOST2 alone, as PayShieldPressureTest asks with NI11) or management (M) interface."""
     interface = cur.take(1)
-    if interface not in ("H", "M"):
-        raise HostError("81", "network interface must be H (host) or M (management)")
+    if interface not in ("H", "1", "2", "M"):
+        raise HostError("81", "network interface must be H (host), 1 or 2 (one host port) or M (management)")
     statistics = cur.take(1)
     if statistics not in ("0", "1"):
         raise HostError("82", "Ethernet statistics flag must be 0 or 1")
@@ -150,8 +151,10 @@ def cmd_ni(ctx: Any, cur: Cursor) -> str:
     shared = _host(ctx).shared
     started = shared.started
     records = []
-    if interface == "H":
+    if interface != "M":
         for index, name in enumerate(INTERFACES):
+            if interface in ("1", "2") and index != int(interface) - 1:
+                continue
             port = shared.listening(name)
             if not port:
                 continue
@@ -162,7 +165,7 @@ def cmd_ni(ctx: Any, cur: Cursor) -> str:
         records.append(_record(shared.mgmt_port, "0.0.0.0", 0, _LISTENING, started))
     out = f"{len(records):04d}" + "".join(records)
     if statistics == "1":
-        traffic = shared.traffic() if interface == "H" else dict.fromkeys(
+        traffic = shared.traffic() if interface != "M" else dict.fromkeys(
             ("frames_in", "frames_out", "bytes_in", "bytes_out", "connections"), 0)
         out += (f"{traffic['frames_in']:010d}{traffic['frames_out']:010d}"
                 f"{traffic['bytes_in']:012d}{traffic['bytes_out']:012d}{traffic['connections']:010d}")

@@ -50,7 +50,7 @@ def _ibm_fields(cur: Cursor) -> tuple[str, str, str]:
 def _validation_data(validation: str, account: str) -> str:
     if "N" in validation:
         validation = validation.replace("N", account[-5:], 1)
-    if not validation.isdigit():
+    if not validation.isdecimal():
         raise HostError("15", "PIN validation data must be digits with at most one N")
     return validation
 
@@ -59,7 +59,7 @@ def ibm_offset(pvk: ClearKey, table: str, validation: str, pin: str, account: st
     """IBM 3624 offset of ``pin`` (as long as the PIN), left-justified and F-padded to 12."""
     if pvk.aes:
         raise HostError("27", "the IBM 3624 method needs a DES/TDES PVK")
-    if len(table) != 16 or not table.isdigit():
+    if len(table) != 16 or not table.isdecimal():
         raise HostError("25", "decimalisation table must be 16 decimal digits")
     data = _validation_data(validation, account)
     offset = _pin.generate_ibm3624_offset(pvk.value, table, pin, data, 0, len(data), "F")
@@ -68,7 +68,7 @@ def ibm_offset(pvk: ClearKey, table: str, validation: str, pin: str, account: st
 
 def _offset_digits(offset: str, length: int) -> str:
     digits = offset[:length]
-    if not digits.isdigit() or any(c not in "F" for c in offset[length:]):
+    if not digits.isdecimal() or any(c not in "F" for c in offset[length:]):
         raise HostError("15", "offset must be decimal digits, left-justified and padded with F")
     return digits
 
@@ -192,7 +192,9 @@ def cmd_du(ctx: CommandContext, cur: Cursor) -> Response:
     offset = cur.take(12).upper()
     new_block = cur.take_hex(16)
     lmk = ctx.lmk(cur.trailing())
-    digits = _offset_digits(offset, length)
+    digits = offset[:length]  # the current offset may be as long as the PIN (DE gives that): as DA/EA
+    if not digits.isdecimal() or any(c not in "0123456789F" for c in offset[length:]):
+        raise HostError("15", "offset must be decimal digits, left-justified and padded with F")
     key = open_key(lmk, key_field, *role)
     pvk = open_key(lmk, pvk_field, *PVK, parity_error="11")
     current = decrypt_pin(key, block, fmt, account)

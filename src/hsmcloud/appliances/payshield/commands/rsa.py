@@ -43,14 +43,14 @@ def cmd_ei(ctx: CommandContext, cur: Cursor) -> str:
     if key_type not in asym.KEY_TYPE_MODES:
         raise HostError("05", "key type indicator must be 0 (signature), 1 (key management) or 2 (both)")
     bits_text = cur.take(4)
-    if not bits_text.isdigit():
+    if not bits_text.isdecimal():
         raise HostError("04", "modulus length must be 4 decimal digits")
     bits = int(bits_text)
     encoding = cur.take_digits(2)
     if encoding not in asym.PUBLIC_KEY_ENCODINGS:
         raise HostError("03", "public key encoding must be 01 or 02")
     exponent = 65537
-    if cur.peek(1).isdigit():
+    if cur.peek(1).isdecimal():
         exponent = _take_exponent(cur)
     block: dict[str, str] = {}
     lmk_id = asym.take_options(cur, {
@@ -131,7 +131,7 @@ def _des_key_type(code: str) -> str:
     """GI/GK key type: ``FFFF`` (key block), or LMK pair + variant (``0600`` = 06-07 variant 0)."""
     if code == "FFFF":
         return "FFF"
-    if len(code) != 4 or code[:2] not in PAIR_NUMBERS or not code[2:].isdigit() or int(code[2:]) > 9:
+    if len(code) != 4 or code[:2] not in PAIR_NUMBERS or not code[2:].isdecimal() or int(code[2:]) > 9:
         raise HostError("04", f"invalid DES key type {code!r} (LMK pair + variant, e.g. 0600)")
     return str(int(code[2:])) + PAIR_NUMBERS[code[:2]]
 
@@ -232,7 +232,7 @@ def cmd_gi(ctx: CommandContext, cur: Cursor) -> str | tuple[str, str]:
 
 def _gi_block_attributes(cur: Cursor) -> KeyBlockAttributes:
     usage, mode = cur.take(2), cur.take(1)
-    kvn = cur.take(2)
+    kvn = asym.take_key_version(cur)
     exportability = asym.take_exportability(cur)
     if cur.take(2) != "00":
         raise HostError("15", "optional key-block blocks are not supported")
