@@ -355,27 +355,7 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo)
     if (rv == CKR_OK) {
         CK_TOKEN_INFO info;
         hc_reader *r = &op.resp.r;
-        memset(&info, 0, sizeof info);
-        hc_get_fixed(r, info.label, sizeof info.label);
-        hc_get_fixed(r, info.manufacturerID, sizeof info.manufacturerID);
-        hc_get_fixed(r, info.model, sizeof info.model);
-        hc_get_fixed(r, info.serialNumber, sizeof info.serialNumber);
-        info.flags = (CK_FLAGS)hc_get_u64(r);
-        info.ulMaxSessionCount = (CK_ULONG)hc_get_u64(r);
-        info.ulSessionCount = (CK_ULONG)hc_get_u64(r);
-        info.ulMaxRwSessionCount = (CK_ULONG)hc_get_u64(r);
-        info.ulRwSessionCount = (CK_ULONG)hc_get_u64(r);
-        info.ulMaxPinLen = (CK_ULONG)hc_get_u64(r);
-        info.ulMinPinLen = (CK_ULONG)hc_get_u64(r);
-        info.ulTotalPublicMemory = (CK_ULONG)hc_get_u64(r);
-        info.ulFreePublicMemory = (CK_ULONG)hc_get_u64(r);
-        info.ulTotalPrivateMemory = (CK_ULONG)hc_get_u64(r);
-        info.ulFreePrivateMemory = (CK_ULONG)hc_get_u64(r);
-        info.hardwareVersion.major = hc_get_u8(r);
-        info.hardwareVersion.minor = hc_get_u8(r);
-        info.firmwareVersion.major = hc_get_u8(r);
-        info.firmwareVersion.minor = hc_get_u8(r);
-        hc_get_fixed(r, info.utcTime, sizeof info.utcTime);
+        hc_get_token_info(r, &info);
         if (r->failed)
             rv = CKR_DEVICE_ERROR;
         else

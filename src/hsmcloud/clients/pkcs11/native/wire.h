@@ -125,6 +125,7 @@ const unsigned char *hc_get_bytes(hc_reader *r, size_t *n);
 void hc_get_string(hc_reader *r, char *dst, size_t cap);
 /* Copies exactly `n` bytes of a `bytes` field into dst (blank padded if shorter). */
 void hc_get_fixed(hc_reader *r, unsigned char *dst, size_t n);
+void hc_get_token_info(hc_reader *r, CK_TOKEN_INFO *info);
 
 /* The output of a function that returns data (the protocol's "output"), for rv = CKR_OK or
  * CKR_BUFFER_TOO_SMALL: copies the data or stores the needed length. Returns the function's
